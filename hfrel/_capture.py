@@ -1,0 +1,252 @@
+"""Capture: the registered attention function and the hooks that record what the relevance rules need.
+
+Fused attention (sdpa, flash) never materialises the attention probabilities A_l, so while a model is
+attached it runs `capture_attention`, registered with transformers' AttentionInterface under
+`ATTENTION_NAME`. Its arithmetic is transformers' eager attention; on top it hands q, k, v, A_l and
+A_l v to the tape of the explanation in progress. Linear inputs and outputs come from forward hooks.
+Nothing is recorded unless an explanation is running, so plain forwards of an attached model keep
+no memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+from hfrel.models._spec import ResolvedModel
+
+ATTENTION_NAME = "hfrel_capture"
+
+# Attention module -> callback of the explainer attached to it. Filled on attach, emptied on detach.
+_ATTENTION_SINKS: dict[nn.Module, Callable[..., None]] = {}
+
+
+def capture_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: object,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager attention that also reports its tensors to the explainer attached to `module`."""
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(-1, -2))
+    logits = scores * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            logits = logits.masked_fill(~attention_mask, torch.finfo(logits.dtype).min)
+        else:
+            logits = logits + attention_mask
+    probs = nn.functional.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+    context = torch.matmul(probs, value)
+    sink = _ATTENTION_SINKS.get(module)
+    if sink is not None:
+        sink(query, key, value, probs, context)
+    return context.transpose(1, 2).contiguous(), probs
+
+
+AttentionInterface.register(ATTENTION_NAME, capture_attention)
+AttentionMaskInterface.register(ATTENTION_NAME, eager_mask)
+
+
+@dataclass
+class LayerRecord:
+    """What one block's forward left for the explanation (None where the call did not need it)."""
+
+    x: torch.Tensor | None = None  # block input (B, N, D)
+    attn_in: torch.Tensor | None = None  # input of the q/k/v linears (B, N, D)
+    q: torch.Tensor | None = None  # (B, H, N, d)
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+    probs: torch.Tensor | None = None  # A_l (B, H, N, N), part of the autograd graph when gradients are needed
+    context: torch.Tensor | None = None  # A_l v (B, H, N, d)
+    out_in: torch.Tensor | None = None  # input of the attention output linear (B, N, D)
+    out_out: torch.Tensor | None = None  # its output
+    mlp_x: torch.Tensor | None = None  # input of the first MLP linear(s)
+    mlp_h: torch.Tensor | None = None  # input of the second MLP linear
+    mlp_out: torch.Tensor | None = None  # its output
+    y: torch.Tensor | None = None  # output of the block
+
+
+@dataclass
+class Tape:
+    """Everything recorded during one explanation's forward pass."""
+
+    layers: list[LayerRecord]
+    activations: bool  # record the tensors the relevance pass needs, not only A_l
+    patch_in: torch.Tensor | None = None  # input of the patch-embedding convolution
+    patch_out: torch.Tensor | None = None  # its output (B, D, gh, gw)
+    embedded: torch.Tensor | None = None  # token sequence with positions added (B, N, D)
+    pooled_from: torch.Tensor | None = None  # the sequence the head pools (B, N, D)
+    head_in: list[torch.Tensor] = field(default_factory=list)  # input of each classifier linear
+
+
+def _first(args: tuple, kwargs: dict, name: str) -> torch.Tensor:
+    return args[0] if args else kwargs[name]
+
+
+def _tensor(output: object) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output  # type: ignore[return-value]
+
+
+def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, N, H*d) -> (B, H, N, d)."""
+    b, n, _ = x.shape
+    return x.view(b, n, num_heads, -1).transpose(1, 2)
+
+
+class Recorder:
+    """Installs the forward hooks of one attached model and routes what they see to the current tape."""
+
+    def __init__(self, resolved: ResolvedModel) -> None:
+        self._resolved = resolved
+        self.tape: Tape | None = None
+
+    def new_tape(self, activations: bool) -> Tape:
+        self.tape = Tape(layers=[LayerRecord() for _ in self._resolved.blocks], activations=activations)
+        return self.tape
+
+    def install(self, undo: list[Callable[[], None]]) -> None:
+        """Register every hook and sink; each step appends its own undo to `undo` as soon as it is done."""
+        resolved = self._resolved
+        eager = resolved.spec.eager_attention is not None
+        for index, block in enumerate(resolved.blocks):
+            self._hook(undo, block.module, self._on_block(index), pre=True)
+            self._hook(undo, block.module, self._on_block_out(index))
+            self._hook(undo, block.query, self._on_query(index, eager))
+            self._hook(undo, block.out, self._on_out(index))
+            self._hook(undo, block.mlp_in, self._on_mlp_in(index))
+            self._hook(undo, block.mlp_out, self._on_mlp_out(index))
+            if eager:
+                self._hook(undo, block.key, self._on_key_value(index, "k"))
+                self._hook(undo, block.value, self._on_key_value(index, "v"))
+                self._hook(undo, block.probs_tap, self._on_probs(index), pre=True)  # type: ignore[arg-type]
+            else:
+                _ATTENTION_SINKS[block.attention] = self._on_attention(index)
+                undo.append(lambda module=block.attention: _ATTENTION_SINKS.pop(module, None))
+        self._hook(undo, resolved.patch_conv, self._on_patch)
+        self._hook(undo, resolved.embeddings, self._on_embeddings)
+        if resolved.final_norm is not None:
+            self._hook(undo, resolved.final_norm, self._on_final_norm)
+        for head in resolved.heads:
+            self._hook(undo, head, self._on_head, pre=True)
+
+    @staticmethod
+    def _hook(undo: list[Callable[[], None]], module: nn.Module, fn: Callable, pre: bool = False) -> None:
+        if pre:
+            handle = module.register_forward_pre_hook(fn, with_kwargs=True)
+        else:
+            handle = module.register_forward_hook(fn, with_kwargs=True)
+        undo.append(handle.remove)
+
+    def _layer(self, index: int) -> LayerRecord | None:
+        tape = self.tape
+        return tape.layers[index] if tape is not None and tape.activations else None
+
+    def _on_block(self, index: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if (record := self._layer(index)) is not None:
+                record.x = _first(args, kwargs, "hidden_states")
+
+        return hook
+
+    def _on_block_out(self, index: int) -> Callable:
+        last = index == len(self._resolved.blocks) - 1
+        no_final_norm = self._resolved.final_norm is None
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+            if (record := self._layer(index)) is not None:
+                record.y = _tensor(output)
+                if last and no_final_norm:
+                    self.tape.pooled_from = record.y  # type: ignore[union-attr]
+
+        return hook
+
+    def _on_query(self, index: int, eager: bool) -> Callable:
+        heads = self._resolved.num_heads
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+            if (record := self._layer(index)) is not None:
+                record.attn_in = _first(args, kwargs, "input")
+                if eager:
+                    record.q = _heads(output, heads)
+
+        return hook
+
+    def _on_key_value(self, index: int, which: str) -> Callable:
+        heads = self._resolved.num_heads
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+            if (record := self._layer(index)) is not None:
+                setattr(record, which, _heads(output, heads))
+
+        return hook
+
+    def _on_probs(self, index: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if self.tape is not None:
+                self.tape.layers[index].probs = _first(args, kwargs, "input")
+
+        return hook
+
+    def _on_attention(self, index: int) -> Callable:
+        def sink(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, probs: torch.Tensor, context: torch.Tensor) -> None:
+            tape = self.tape
+            if tape is None:
+                return
+            record = tape.layers[index]
+            record.probs = probs
+            if tape.activations:
+                record.q, record.k, record.v, record.context = q, k, v, context
+
+        return sink
+
+    def _on_out(self, index: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+            if (record := self._layer(index)) is not None:
+                record.out_in = _first(args, kwargs, "input")
+                record.out_out = output
+
+        return hook
+
+    def _on_mlp_in(self, index: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+            if (record := self._layer(index)) is not None:
+                record.mlp_x = _first(args, kwargs, "input")
+
+        return hook
+
+    def _on_mlp_out(self, index: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+            if (record := self._layer(index)) is not None:
+                record.mlp_h = _first(args, kwargs, "input")
+                record.mlp_out = output
+
+        return hook
+
+    def _on_patch(self, module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+        if self.tape is not None:
+            self.tape.patch_in = _first(args, kwargs, "input")
+            self.tape.patch_out = output
+
+    def _on_embeddings(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+        if self.tape is not None and self.tape.activations:
+            self.tape.embedded = _tensor(output)
+
+    def _on_final_norm(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+        if self.tape is not None and self.tape.activations:
+            self.tape.pooled_from = _tensor(output)
+
+    def _on_head(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if self.tape is not None and self.tape.activations:
+            self.tape.head_in.append(_first(args, kwargs, "input"))

@@ -1,0 +1,422 @@
+"""attach / explain / detach: the lifecycle of hfrel on a user's model.
+
+Attaching registers hooks, routes attention through hfrel's capturing function (or swaps in the
+model's own eager attention class where a model has no AttentionInterface), and remembers how to
+undo each change. Detaching undoes them in reverse order, so the model is left exactly as found.
+
+One explanation reads straight down: forward (records A_l and what the rules need) -> gradient pass
+(grad of the target logits w.r.t. A_l) -> relevance walk -> methods -> heatmaps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, overload
+
+import torch
+from torch import nn
+
+from hfrel._capture import ATTENTION_NAME, Recorder, Tape
+from hfrel._errors import AttachError, HfrelError, InputError, MethodError, UnsupportedModelError
+from hfrel._explanation import Explanation, to_heatmap
+from hfrel._labels import resolve_labels
+from hfrel._lrp import Relevance, _wide, propagate
+from hfrel._methods import METHODS, Evidence, Method
+from hfrel.models import _families  # noqa: F401  (registers the built-in families)
+from hfrel.models._spec import FamilySpec, ResolvedModel, find_spec, resolve
+
+_ATTACHED: weakref.WeakKeyDictionary[nn.Module, Explainer] = weakref.WeakKeyDictionary()
+
+MethodArg = str | Sequence[str]
+
+
+def attach(model: nn.Module, *, family: FamilySpec | None = None) -> Explainer:
+    """Prepare `model` for explanations; use as a context manager or call `detach()` when done.
+
+    `family` overrides the spec hfrel would pick from `config.model_type` and the model class.
+    """
+    return Explainer(model, family=family)
+
+
+class Explainer:
+    """Explains one attached model. Create it with `hfrel.attach(model)`."""
+
+    def __init__(self, model: nn.Module, *, family: FamilySpec | None = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise UnsupportedModelError(
+                f"hfrel.attach expects a transformers image-classification model (a torch.nn.Module), "
+                f"got {type(model).__name__}."
+            )
+        if model in _ATTACHED:
+            raise AttachError(
+                f"this {type(model).__name__} already has an hfrel explainer attached; use that one, or call "
+                f"its detach() (or leave its `with` block) before attaching again."
+            )
+        spec = family if family is not None else find_spec(model)
+        self._resolved: ResolvedModel = resolve(spec, model)
+        self._model = model
+        self._recorder = Recorder(self._resolved)
+        self._undo: list[Callable[[], None]] = []
+        try:
+            self._recorder.install(self._undo)
+            if spec.eager_attention is not None:
+                self._swap_in_eager_attention(spec.eager_attention())
+            else:
+                self._route_attention()
+        except BaseException:
+            self._run_undo()
+            raise
+        _ATTACHED[model] = self
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> nn.Module:
+        return self._model
+
+    @property
+    def attached(self) -> bool:
+        return _ATTACHED.get(self._model) is self
+
+    @property
+    def family(self) -> str:
+        """The name of the family spec in use, e.g. "vit"."""
+        return self._resolved.spec.name
+
+    @property
+    def num_layers(self) -> int:
+        return len(self._resolved.blocks)
+
+    def detach(self) -> None:
+        """Remove every hook and swap; the model is left exactly as it was found. Safe to call twice."""
+        if not self.attached:
+            return
+        self._run_undo()
+        del _ATTACHED[self._model]
+
+    def __enter__(self) -> Explainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    def __repr__(self) -> str:
+        state = "attached" if self.attached else "detached"
+        return f"<hfrel.Explainer {self.family} {type(self._model).__name__} ({state})>"
+
+    def _run_undo(self) -> None:
+        errors = []
+        while self._undo:
+            step = self._undo.pop()
+            try:
+                step()
+            except Exception as error:  # keep undoing the rest, report afterwards
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+    def _route_attention(self) -> None:
+        """Switch the model to hfrel's capturing attention function; remember every config's own choice."""
+        configs: dict[int, tuple[object, object]] = {}
+        for module in self._model.modules():
+            config = getattr(module, "config", None)
+            if config is not None and hasattr(config, "_attn_implementation_internal"):
+                configs.setdefault(id(config), (config, config._attn_implementation_internal))
+                for key in getattr(config, "sub_configs", {}) or {}:
+                    sub = getattr(config, key, None)
+                    if sub is not None and hasattr(sub, "_attn_implementation_internal"):
+                        configs.setdefault(id(sub), (sub, sub._attn_implementation_internal))
+
+        def restore() -> None:
+            for config, value in configs.values():
+                config._attn_implementation_internal = value
+
+        self._undo.append(restore)
+        self._model.set_attn_implementation(ATTENTION_NAME)
+        for block in self._resolved.blocks:
+            used = getattr(getattr(block.attention, "config", None), "_attn_implementation", None)
+            if used != ATTENTION_NAME:
+                raise UnsupportedModelError(
+                    f"could not route {type(block.attention).__name__} through hfrel's attention function "
+                    f"(it uses {used!r}); this model does not follow transformers' AttentionInterface."
+                )
+
+    def _swap_in_eager_attention(self, eager: type) -> None:
+        """Give each block's attention module the model's own eager class while attached."""
+        for block in self._resolved.blocks:
+            module = block.attention
+            original = type(module)
+            if original is eager:
+                continue
+            if not issubclass(original, eager):
+                raise UnsupportedModelError(
+                    f"{original.__name__} is not a variant of {eager.__name__}; cannot swap in eager attention."
+                )
+            module.__class__ = eager
+            self._undo.append(lambda module=module, original=original: setattr(module, "__class__", original))
+
+    def _check_attached(self) -> None:
+        if not self.attached:
+            raise AttachError("this explainer was detached; attach the model again with hfrel.attach(model).")
+
+    # explaining ------------------------------------------------------------------------------
+
+    @overload
+    def explain(
+        self,
+        pixel_values: torch.Tensor,
+        label: Any = None,
+        *,
+        method: str = ...,
+        start_layer: int = ...,
+        **model_kwargs: Any,
+    ) -> Explanation: ...
+
+    @overload
+    def explain(
+        self,
+        pixel_values: torch.Tensor,
+        label: Any = None,
+        *,
+        method: Sequence[str],
+        start_layer: int = ...,
+        **model_kwargs: Any,
+    ) -> dict[str, Explanation]: ...
+
+    def explain(
+        self,
+        pixel_values: torch.Tensor,
+        label: Any = None,
+        *,
+        method: MethodArg = "transformer_attribution",
+        start_layer: int = 0,
+        **model_kwargs: Any,
+    ) -> Explanation | dict[str, Explanation]:
+        """Explain a batch: which patches carry the evidence for the target class of each image.
+
+        `label`: None (each image's predicted class), an int or class name (for all images), B of them
+        (one per image), or a (B, K) table (K classes per image, sharing one forward pass).
+        `method`: a method name, or a list of names (returns a dict; all share one forward pass).
+        `start_layer`: first block combined by the rollout-type methods.
+        Extra keyword arguments go to the model's forward, e.g. `interpolate_pos_encoding=True`.
+        """
+        self._check_attached()
+        names = [method] if isinstance(method, str) else list(method)
+        chosen = self._methods(names)
+        self._check_start_layer(start_layer)
+        pixel_values, model_kwargs = self._check_inputs(pixel_values, model_kwargs)
+        with self._eval_mode():
+            results = self._run(pixel_values, label, chosen, start_layer, model_kwargs)
+        return results[names[0]] if isinstance(method, str) else results
+
+    def _methods(self, names: list[str]) -> list[Method]:
+        if not names:
+            raise MethodError(f"no method given; choose from {', '.join(METHODS)}.")
+        unknown = [n for n in names if n not in METHODS]
+        if unknown:
+            raise MethodError(f"unknown method {unknown[0]!r}; hfrel's methods are: {', '.join(METHODS)}.")
+        return [METHODS[n] for n in dict.fromkeys(names)]
+
+    def _check_start_layer(self, start_layer: object) -> None:
+        layers = self.num_layers
+        if isinstance(start_layer, bool) or not isinstance(start_layer, int) or not 0 <= start_layer < layers:
+            raise MethodError(
+                f"start_layer must be an int in [0, {layers - 1}] (this model has {layers} blocks); "
+                f"got {start_layer!r}."
+            )
+
+    def _check_inputs(self, pixel_values: object, model_kwargs: dict) -> tuple[torch.Tensor, dict]:
+        resolved = self._resolved
+        for reserved in ("pixel_values", "labels", "output_attentions", "return_dict"):
+            if reserved in model_kwargs:
+                raise InputError(f"do not pass {reserved!r} to explain(); hfrel sets it (labels go in `label`).")
+        if not isinstance(pixel_values, torch.Tensor):
+            raise InputError(
+                f"pixel_values must be a torch.Tensor of shape (B, {resolved.num_channels}, H, W), got "
+                f"{type(pixel_values).__name__}; use the checkpoint's image processor with return_tensors='pt'."
+            )
+        if pixel_values.dim() == 3:
+            raise InputError(
+                f"pixel_values must have shape (B, C, H, W); got one image of shape {tuple(pixel_values.shape)}. "
+                f"Add the batch axis with pixel_values.unsqueeze(0)."
+            )
+        if pixel_values.dim() != 4:
+            raise InputError(f"pixel_values must have shape (B, C, H, W); got shape {tuple(pixel_values.shape)}.")
+        batch, channels, height, width = pixel_values.shape
+        if batch == 0:
+            raise InputError("pixel_values holds no image (batch size 0).")
+        if channels != resolved.num_channels:
+            raise InputError(
+                f"pixel_values has {channels} channels but the model expects {resolved.num_channels}; "
+                f"convert images to RGB before the image processor."
+            )
+        if not pixel_values.is_floating_point():
+            raise InputError(
+                f"pixel_values must be floating point (normalised by the image processor), got {pixel_values.dtype}."
+            )
+        bad = (~torch.isfinite(pixel_values)).sum().item()
+        if bad:
+            raise InputError(f"pixel_values contains {bad} NaN or infinite values; explanations need finite inputs.")
+        patch_h, patch_w = resolved.patch_size
+        if height < patch_h or width < patch_w:
+            raise InputError(f"images of {height}x{width} pixels are smaller than one {patch_h}x{patch_w} patch.")
+        kwargs = dict(model_kwargs)
+        if resolved.spec.interpolation == "always":
+            kwargs.pop("interpolate_pos_encoding", None)  # the model interpolates position embeddings itself
+        elif (height, width) != resolved.image_size and not kwargs.get("interpolate_pos_encoding"):
+            raise InputError(
+                f"this model was trained on {resolved.image_size[0]}x{resolved.image_size[1]} images but got "
+                f"{height}x{width}; resize with the checkpoint's image processor, or pass "
+                f"interpolate_pos_encoding=True to explain at this size."
+            )
+        weight = resolved.patch_conv.weight
+        if weight.device.type != "meta":
+            pixel_values = pixel_values.to(device=weight.device, dtype=weight.dtype)
+        return pixel_values, kwargs
+
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        """Eval semantics while explaining (no dropout); every module's own mode restored after, also on error."""
+        modes = [(m, m.training) for m in self._model.modules()]
+        self._model.eval()
+        try:
+            yield
+        finally:
+            for module, training in modes:
+                module.training = training
+            self._recorder.tape = None
+
+    def _run(
+        self,
+        pixel_values: torch.Tensor,
+        label: Any,
+        chosen: list[Method],
+        start_layer: int,
+        model_kwargs: dict,
+    ) -> dict[str, Explanation]:
+        resolved = self._resolved
+        last = self.num_layers - 1
+        grad_layers = sorted(
+            {
+                layer
+                for m in chosen
+                for layer in (range(start_layer, last + 1) if m.gradients == "from_start" else [last])
+                if m.gradients != "none"
+            }
+        )
+        rule_depths: dict[str, tuple[int, bool]] = {}
+        for m in chosen:
+            if m.rules is None:
+                continue
+            depth = start_layer if m.relevance_to == "from_start" else last
+            old_depth, old_pixels = rule_depths.get(m.rules, (last, False))
+            rule_depths[m.rules] = (min(depth, old_depth), old_pixels or m.relevance_to == "pixels")
+
+        tape = self._recorder.new_tape(activations=bool(rule_depths))
+        needs_graph = bool(grad_layers)
+        if needs_graph and torch.is_inference_mode_enabled():
+            raise HfrelError("these methods need autograd; call explain() outside torch.inference_mode().")
+        inputs = pixel_values.detach()
+        with torch.enable_grad() if needs_graph else torch.no_grad():
+            if needs_graph:
+                inputs.requires_grad_(True)
+            outputs = self._model(pixel_values=inputs, **model_kwargs)
+        logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]
+        self._check_tape(tape)
+        targets, many = resolve_labels(label, logits.detach(), getattr(self._model.config, "id2label", None))
+
+        grads = self._gradients(tape, logits, targets, grad_layers)
+        onehot = torch.zeros(targets.shape[1], *logits.shape, dtype=torch.float32, device=logits.device)
+        onehot.scatter_(-1, targets.T.unsqueeze(-1), 1.0)
+        relevance: dict[str, Relevance] = {
+            rules: propagate(resolved, tape, onehot, rules, depth, pixels)  # type: ignore[arg-type]
+            for rules, (depth, pixels) in rule_depths.items()
+        }
+        evidence = Evidence(
+            probs=[record.probs for record in tape.layers],
+            grads=grads,
+            relevance=relevance,
+            readout=self._readout(tape),
+            patches=slice(resolved.prefix_tokens, resolved.prefix_tokens + self._grid(tape)[0] * self._grid(tape)[1]),
+            start_layer=start_layer,
+            targets=targets.shape[1],
+        )
+        logits = logits.detach()
+        return {m.name: self._explanation(m, evidence, tape, pixel_values, logits, targets, many) for m in chosen}
+
+    def _check_tape(self, tape: Tape) -> None:
+        missing = [i for i, record in enumerate(tape.layers) if record.probs is None]
+        if missing or tape.patch_out is None:
+            raise UnsupportedModelError(
+                f"the forward pass did not go through hfrel's capture (blocks {missing} recorded no attention); "
+                f"the model's attention implementation may have been changed while attached."
+            )
+
+    def _gradients(
+        self, tape: Tape, logits: torch.Tensor, targets: torch.Tensor, layers: list[int]
+    ) -> dict[int, torch.Tensor]:
+        """grad of each target logit w.r.t. A_l: one backward pass per target column, summed over the batch."""
+        if not layers:
+            return {}
+        probs = [tape.layers[i].probs for i in layers]
+        count = targets.shape[1]
+        with torch.enable_grad():
+            chosen = logits.gather(1, targets)  # (B, K)
+            per_target = [
+                torch.autograd.grad(chosen[:, column].sum(), probs, retain_graph=column < count - 1)
+                for column in range(count)
+            ]
+        return {layer: _wide(torch.stack([g[i] for g in per_target])) for i, layer in enumerate(layers)}
+
+    def _grid(self, tape: Tape) -> tuple[int, int]:
+        return tuple(tape.patch_out.shape[-2:])  # type: ignore[union-attr, return-value]
+
+    def _readout(self, tape: Tape) -> torch.Tensor:
+        """Weight of each token row in the map: the rows the head reads."""
+        resolved = self._resolved
+        grid_h, grid_w = self._grid(tape)
+        tokens = tape.layers[-1].probs.shape[-1]
+        prefix = resolved.prefix_tokens
+        weights = torch.zeros(tokens, dtype=torch.float32)
+        mean = torch.zeros(tokens, dtype=torch.float32)
+        mean[prefix : prefix + grid_h * grid_w] = 1.0 / (grid_h * grid_w)
+        if resolved.pooling == "cls":
+            weights[0] = 1.0
+        elif resolved.pooling == "cls+dist":
+            weights[:2] = 0.5
+        elif resolved.pooling == "mean":
+            weights = mean
+        else:
+            weights = mean / 2
+            weights[0] = 0.5
+        return weights
+
+    def _explanation(
+        self,
+        method: Method,
+        evidence: Evidence,
+        tape: Tape,
+        pixel_values: torch.Tensor,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        many: bool,
+    ) -> Explanation:
+        raw = method.compute(evidence)  # (T, B, P) or (T, B, H, W) for pixel methods
+        height, width = pixel_values.shape[-2:]
+        if raw.dim() == 3:
+            raw = raw.reshape(*raw.shape[:2], *self._grid(tape))
+        raw = raw.to(logits.device).transpose(0, 1)  # (B, T, ...)
+        heatmap = to_heatmap(raw, (height, width))
+        labels = targets
+        if not many:
+            raw, heatmap, labels = raw[:, 0], heatmap[:, 0], targets[:, 0]
+        return Explanation(
+            method=method.name,
+            relevance=raw.detach(),
+            heatmap=heatmap.detach(),
+            labels=labels,
+            logits=logits,
+            start_layer=evidence.start_layer if method.uses_start_layer else None,
+        )

@@ -1,0 +1,92 @@
+"""The result of an explanation, and the map-to-picture step every method shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    import matplotlib.figure
+
+
+def normalise(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each map (last two axes) to [0, 1]; a constant map becomes all zeros, never NaN."""
+    flat = maps.flatten(-2)
+    low = flat.amin(dim=-1, keepdim=True)
+    span = flat.amax(dim=-1, keepdim=True) - low
+    safe = torch.where(span > 0, span, torch.ones_like(span))
+    out = torch.where(span > 0, (flat - low) / safe, torch.zeros_like(flat))
+    return out.view_as(maps)
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of (..., gh, gw) maps to (..., H, W), as the paper's figures do."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    lead = maps.shape[:-2]
+    flat = maps.reshape(-1, 1, *maps.shape[-2:])
+    up = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False)
+    return up.reshape(*lead, *size)
+
+
+def to_heatmap(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Raw maps -> pictures: upsampled to `size`, then min-max normalised per map."""
+    return normalise(upsample(maps.float(), size))
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One method's explanation of a batch.
+
+    With one target per image, tensors are (B, ...); with K targets per image (labels of shape
+    (B, K)) they are (B, K, ...).
+    """
+
+    method: str
+    relevance: torch.Tensor
+    """Raw map: (B, gh, gw) on the patch grid; for "lrp", (B, H, W) on the pixels."""
+    heatmap: torch.Tensor
+    """(B, H, W): `relevance` upsampled bilinearly to the input size, min-max normalised per map to [0, 1]."""
+    labels: torch.Tensor
+    """(B,) the class explained for each image."""
+    logits: torch.Tensor
+    """(B, num_labels) the model's logits for the batch."""
+    start_layer: int | None
+    """First block combined (methods that roll out over blocks); None for single-block methods."""
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        """Softmax of the logits, (B, num_labels)."""
+        return self.logits.float().softmax(dim=-1)
+
+    def cpu(self) -> Explanation:
+        """The same explanation with every tensor on the CPU."""
+        return Explanation(
+            method=self.method,
+            relevance=self.relevance.cpu(),
+            heatmap=self.heatmap.cpu(),
+            labels=self.labels.cpu(),
+            logits=self.logits.cpu(),
+            start_layer=self.start_layer,
+        )
+
+    def plot(
+        self,
+        images: Any = None,
+        *,
+        index: int | None = None,
+        id2label: dict[int, str] | None = None,
+        cmap: str = "jet",
+        alpha: float = 0.5,
+    ) -> matplotlib.figure.Figure:
+        """A matplotlib figure for notebooks: per image, the input (if given) and the heatmap overlaid on it.
+
+        `images`: what the model saw, as a (B, 3, H, W) tensor in [0, 1] or PIL images / arrays;
+        `index`: plot only this image of the batch.
+        """
+        from hfrel import viz
+
+        return viz.plot_explanation(self, images, index=index, id2label=id2label, cmap=cmap, alpha=alpha)

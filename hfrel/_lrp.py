@@ -1,0 +1,238 @@
+"""Relevance propagation (LRP): the rules of docs/methods.md and the walk from the logits down.
+
+The walk reads the tape of one forward pass and each module's own weights; it never runs the model
+again. Relevance tensors carry a leading target axis T (one relevance per requested class), so K
+classes of the same images share every record and every rule's denominator.
+
+Rule sets: "cvpr" is Chefer et al. (CVPR 2021); "classic" is the plain LRP baseline they compare with.
+Arithmetic runs in float32 (or float64 for float64 models) whatever the model's dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch.nn import functional as F
+
+from hfrel._capture import LayerRecord, Tape
+from hfrel.models._spec import Block, ResolvedModel
+
+Rules = Literal["cvpr", "classic"]
+EPS = 1e-9
+
+
+def sdiv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a / (b + 1e-9), and 0 where b == 0: the reference's safe division."""
+    den = b + EPS
+    den = torch.where(den == 0, torch.full_like(den, EPS), den)
+    return torch.where(b == 0, torch.zeros_like(den), a / den)
+
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """The tensor in the relevance arithmetic's precision (float32, or float64 if already so)."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+def _sample_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over one sample's elements (the last two axes: tokens, features)."""
+    return t.sum(dim=(-2, -1), keepdim=True)
+
+
+def linear_rule(x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor, rules: Rules) -> torch.Tensor:
+    """Relevance of the input of `x @ weight.T` (bias ignored), positive and negative parts apart."""
+    x = _wide(x)
+    weight = _wide(weight).to(x.device)
+    w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
+    x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
+    z_pos = x_pos @ w_pos.T
+    z_neg = x_neg @ w_neg.T
+    if rules == "cvpr":
+        s = sdiv(relevance, z_pos + z_neg)
+        return x_pos * (s @ w_pos) + x_neg * (s @ w_neg)
+    return x_pos * (sdiv(relevance, z_pos) @ w_pos) + x_neg * (sdiv(relevance, z_neg) @ w_neg)
+
+
+def residual_rule(
+    a: torch.Tensor, b: torch.Tensor, relevance: torch.Tensor, rules: Rules
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split the relevance of `a + b` between its two terms (z-rule; "cvpr" then rescales per sample)."""
+    s = sdiv(relevance, a + b)
+    r_a, r_b = a * s, b * s
+    if rules == "cvpr":
+        sum_a, sum_b, total = _sample_sum(r_a), _sample_sum(r_b), _sample_sum(relevance)
+        both = sum_a.abs() + sum_b.abs()
+        r_a = r_a * sdiv(sdiv(sum_a.abs(), both) * total, sum_a)
+        r_b = r_b * sdiv(sdiv(sum_b.abs(), both) * total, sum_b)
+    return r_a, r_b
+
+
+def fork_rule(x: torch.Tensor, r_skip: torch.Tensor, r_branch: torch.Tensor) -> torch.Tensor:
+    """Relevance of a tensor that fed both the residual skip and a branch."""
+    return x * (sdiv(r_skip, x) + sdiv(r_branch, x))
+
+
+def matmul_rule(
+    left: torch.Tensor, right: torch.Tensor, product: torch.Tensor, relevance: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relevance of both factors of `left @ right` (gradient times input), each halved."""
+    s = sdiv(relevance, product)
+    r_left = left * (s @ right.transpose(-1, -2))
+    r_right = right * (left.transpose(-1, -2) @ s)
+    return r_left / 2, r_right / 2
+
+
+def bounded_conv_rule(
+    x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int]
+) -> torch.Tensor:
+    """The z^B rule for the input convolution: pixels bounded by each sample's min and max."""
+    x = _wide(x)
+    weight = _wide(weight).to(x.device)
+    w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
+    low = x.amin(dim=(1, 2, 3), keepdim=True).expand_as(x)
+    high = x.amax(dim=(1, 2, 3), keepdim=True).expand_as(x)
+
+    def conv(t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, w, stride=stride, padding=padding)
+
+    def back(s: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        flat = s.reshape(-1, *s.shape[-3:])
+        size = (flat.shape[0], *x.shape[1:])
+        grad = torch.nn.grad.conv2d_input(size, w, flat, stride=stride, padding=padding)
+        return grad.reshape(*s.shape[:-3], *grad.shape[-3:])
+
+    z = conv(x, weight) - conv(low, w_pos) - conv(high, w_neg) + EPS
+    s = relevance / z
+    return x * back(s, weight) - low * back(s, w_pos) - high * back(s, w_neg)
+
+
+@dataclass
+class Relevance:
+    """What one relevance walk produced."""
+
+    attention: dict[int, torch.Tensor]  # block index -> R_A (T, B, H, N, N), after halving
+    pixels: torch.Tensor | None = None  # (T, B, H, W), summed over channels
+
+
+def _head_relevance(resolved: ResolvedModel, tape: Tape, onehot: torch.Tensor, rules: Rules) -> torch.Tensor:
+    """Relevance on the pooled sequence (T, B, N, D), from one-hot relevance on the logits (T, B, C)."""
+    seq = _wide(tape.pooled_from)
+    if resolved.pooling == "cls+dist":
+        features = torch.cat([_wide(t) for t in tape.head_in], dim=-1)
+        weight = torch.cat([h.weight.to(seq.device) for h in resolved.heads], dim=1)
+    else:
+        features, weight = _wide(tape.head_in[0]), resolved.heads[0].weight
+    r_features = linear_rule(features, weight, onehot.to(features.device), rules)
+    width = seq.shape[-1]
+    r_seq = torch.zeros(onehot.shape[0], *seq.shape, dtype=seq.dtype, device=seq.device)
+    prefix = resolved.prefix_tokens
+    if resolved.pooling == "cls":
+        r_seq[..., 0, :] = seq[:, 0] * sdiv(r_features.to(seq.device), seq[:, 0])
+    elif resolved.pooling == "cls+dist":
+        for token in (0, 1):
+            part = r_features[..., token * width : (token + 1) * width].to(seq.device)
+            r_seq[..., token, :] = seq[:, token] * sdiv(part, seq[:, token])
+    else:
+        patches = seq[:, prefix:]
+        mean = patches.mean(dim=1)
+        r_mean = r_features[..., -width:].to(seq.device)
+        r_seq[..., prefix:, :] = patches * (sdiv(r_mean, mean) / patches.shape[1]).unsqueeze(-2)
+        if resolved.pooling == "cls+mean":
+            r_cls = r_features[..., :width].to(seq.device)
+            r_seq[..., 0, :] = seq[:, 0] * sdiv(r_cls, seq[:, 0])
+    return r_seq
+
+
+def _scaled(value: torch.Tensor, scale: torch.Tensor | float | None) -> torch.Tensor:
+    if scale is None:
+        return value
+    if isinstance(scale, torch.Tensor):
+        scale = _wide(scale.detach()).to(value.device)
+    return value * scale
+
+
+def _block_relevance(
+    block: Block,
+    record: LayerRecord,
+    relevance: torch.Tensor,
+    rules: Rules,
+    num_heads: int,
+    need_input: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One block backwards: returns R_A (after halving) and, if `need_input`, the relevance of the block input."""
+    x = _wide(record.x)
+    relevance = relevance.to(x.device)
+    scale_attn, scale_mlp = block.scales()
+    mid = x + _scaled(_wide(record.out_out), scale_attn)  # the stream between the two residual adds
+    mlp_branch = _scaled(_wide(record.mlp_out), scale_mlp)
+
+    # MLP half: residual add, second linear, activation (passes), first linear(s), norm (passes), fork.
+    r_mlp, r_mid_skip = residual_rule(mlp_branch, mid, relevance, rules)
+    r_hidden = linear_rule(record.mlp_h, block.mlp_out.weight, r_mlp, rules)
+    if block.mlp_gate is not None:
+        # act(gate) * up: a product of two factors, treated like the attention products (halved each).
+        r_hidden = _wide(record.mlp_h) * sdiv(r_hidden, _wide(record.mlp_h)) / 2
+        weight = torch.cat([block.mlp_gate.weight, block.mlp_in.weight], dim=0)
+        r_hidden = torch.cat([r_hidden, r_hidden], dim=-1)
+    else:
+        weight = block.mlp_in.weight
+    r_mlp_in = linear_rule(record.mlp_x, weight, r_hidden, rules)
+    r_mid = fork_rule(mid, r_mid_skip, r_mlp_in)
+
+    # Attention half: residual add, output linear, A v, (softmax passes) q k^T, q/k/v linears, fork.
+    attn_branch = _scaled(_wide(record.out_out), scale_attn)
+    r_attn, r_x_skip = residual_rule(attn_branch, x, r_mid, rules)
+    r_context = linear_rule(record.out_in, block.out.weight, r_attn, rules)
+    _b, n, _ = r_context.shape[-3:]
+    r_context = r_context.reshape(*r_context.shape[:-1], num_heads, -1).transpose(-3, -2)
+    probs, v = _wide(record.probs.detach()), _wide(record.v)
+    context = _wide(record.context) if record.context is not None else probs @ v
+    r_probs, r_v = matmul_rule(probs, v, context, r_context)
+    if not need_input:
+        return r_probs, None
+    q, k = _wide(record.q), _wide(record.k)
+    r_q, r_k = matmul_rule(q, k.transpose(-1, -2), q @ k.transpose(-1, -2), r_probs)
+    r_k = r_k.transpose(-1, -2)
+    r_qkv = torch.cat([t.transpose(-3, -2).reshape(*t.shape[:-3], n, -1) for t in (r_q, r_k, r_v)], dim=-1)
+    weight = torch.cat([block.query.weight, block.key.weight, block.value.weight], dim=0)
+    r_attn_in = linear_rule(record.attn_in, weight, r_qkv, rules)
+    return r_probs, fork_rule(x, r_x_skip, r_attn_in)
+
+
+def _pixel_relevance(resolved: ResolvedModel, tape: Tape, relevance: torch.Tensor) -> torch.Tensor:
+    """From relevance on the embedded tokens to pixels: position add (z-rule), drop non-patch tokens, z^B conv."""
+    patch_out = tape.patch_out
+    _b, d, gh, gw = patch_out.shape
+    tokens = _wide(patch_out).flatten(2).transpose(1, 2)  # (B, P, D), before positions are added
+    embedded = _wide(tape.embedded)
+    prefix = resolved.prefix_tokens
+    r_tokens = relevance.to(embedded.device)[..., prefix : prefix + gh * gw, :]
+    r_tokens = tokens * sdiv(r_tokens, embedded[:, prefix : prefix + gh * gw])
+    r_grid = r_tokens.transpose(-1, -2).reshape(*r_tokens.shape[:-2], d, gh, gw)
+    conv = resolved.patch_conv
+    r_pixels = bounded_conv_rule(tape.patch_in, conv.weight, r_grid, conv.stride, conv.padding)
+    return r_pixels.sum(dim=-3)
+
+
+def propagate(
+    resolved: ResolvedModel,
+    tape: Tape,
+    onehot: torch.Tensor,
+    rules: Rules,
+    down_to: int,
+    to_pixels: bool,
+) -> Relevance:
+    """Walk relevance from the logits (one-hot, (T, B, C)) down to block `down_to`, or to the pixels."""
+    with torch.no_grad():
+        relevance = _head_relevance(resolved, tape, _wide(onehot), rules)
+        attention: dict[int, torch.Tensor] = {}
+        last = 0 if to_pixels else down_to
+        for index in range(len(resolved.blocks) - 1, last - 1, -1):
+            need_input = index > last or to_pixels
+            r_probs, relevance = _block_relevance(
+                resolved.blocks[index], tape.layers[index], relevance, rules, resolved.num_heads, need_input
+            )
+            attention[index] = r_probs
+        pixels = _pixel_relevance(resolved, tape, relevance) if to_pixels else None
+    return Relevance(attention=attention, pixels=pixels)

@@ -1,0 +1,147 @@
+"""The families hfrel ships: one spec each. Adding a family is one spec here plus one tiny-config test case.
+
+Paths list the transformers 5.x layouts ("a|b": new layout first, older one second).
+"""
+
+from __future__ import annotations
+
+from hfrel.models._spec import FamilySpec, register_family
+
+# Roles shared by the ViT-shaped families (ViT, DeiT) across transformers 5.x layouts.
+_VIT_ROLES = dict(
+    attention="attention.attention|attention",
+    query="attention.q_proj|attention.attention.query",
+    key="attention.k_proj|attention.attention.key",
+    value="attention.v_proj|attention.attention.value",
+    out="attention.o_proj|attention.output.dense",
+    mlp_in="mlp.fc1|intermediate.dense",
+    mlp_out="mlp.fc2|output.dense",
+)
+
+
+def _mean_or_cls(config: object) -> str:
+    return "mean" if getattr(config, "use_mean_pooling", False) else "cls"
+
+
+def _data2vec_eager_attention() -> type:
+    from transformers.models.data2vec import modeling_data2vec_vision
+
+    return modeling_data2vec_vision.Data2VecVisionSelfAttention
+
+
+VIT = FamilySpec(
+    name="vit",
+    model_types=("vit",),
+    classes=("ViTForImageClassification",),
+    embeddings="vit.embeddings",
+    final_norm="vit.layernorm",
+    notes="the reference architecture: CLS token, LayerNorm, linear head on CLS",
+    **_VIT_ROLES,
+)
+
+DEIT = FamilySpec(
+    name="deit",
+    model_types=("deit",),
+    classes=("DeiTForImageClassification",),
+    embeddings="deit.embeddings",
+    final_norm="deit.layernorm",
+    prefix_tokens=2,
+    notes="a distillation token after CLS; this head reads CLS only",
+    **_VIT_ROLES,
+)
+
+DEIT_DISTILLED = FamilySpec(
+    name="deit-distilled",
+    model_types=("deit",),
+    classes=("DeiTForImageClassificationWithTeacher",),
+    embeddings="deit.embeddings",
+    final_norm="deit.layernorm",
+    heads=("cls_classifier", "distillation_classifier"),
+    pooling="cls+dist",
+    prefix_tokens=2,
+    notes="two heads, on CLS and on the distillation token; logits are their average",
+    **_VIT_ROLES,
+)
+
+BEIT = FamilySpec(
+    name="beit",
+    model_types=("beit",),
+    classes=("BeitForImageClassification",),
+    embeddings="beit.embeddings",
+    final_norm="beit.layernorm",
+    layer_scales=("lambda_1", "lambda_2"),
+    pooling=_mean_or_cls,
+    notes="layer scale, relative position bias in the scores, mean pooling of patch tokens + LayerNorm",
+)
+
+DATA2VEC_VISION = FamilySpec(
+    name="data2vec-vision",
+    model_types=("data2vec-vision",),
+    classes=("Data2VecVisionForImageClassification",),
+    embeddings="data2vec_vision.embeddings",
+    final_norm="data2vec_vision.layernorm",
+    attention="attention.attention",
+    query="attention.attention.query",
+    key="attention.attention.key",
+    value="attention.attention.value",
+    out="attention.output.dense",
+    mlp_in="intermediate.dense",
+    mlp_out="output.dense",
+    layer_scales=("lambda_1", "lambda_2"),
+    pooling=_mean_or_cls,
+    eager_attention=_data2vec_eager_attention,
+    probs_tap="attention.attention.dropout",
+    notes="BEiT's architecture; attention is a fixed module class, so hfrel swaps in its eager class",
+)
+
+DINOV2 = FamilySpec(
+    name="dinov2",
+    model_types=("dinov2",),
+    classes=("Dinov2ForImageClassification",),
+    embeddings="dinov2.embeddings",
+    final_norm="dinov2.layernorm",
+    mlp_in="mlp.fc1|mlp.up_proj",
+    mlp_gate="mlp.gate_proj",
+    mlp_out="mlp.fc2|mlp.down_proj",
+    layer_scales=("layer_scale1.lambda1", "layer_scale2.lambda1"),
+    pooling="cls+mean",
+    interpolation="always",
+    notes="layer scale, optional SwiGLU MLP, head on [CLS ; mean of patch tokens], any image size",
+)
+
+DINOV2_REGISTERS = FamilySpec(
+    name="dinov2-registers",
+    model_types=("dinov2_with_registers",),
+    classes=("Dinov2WithRegistersForImageClassification",),
+    embeddings="dinov2_with_registers.embeddings",
+    final_norm="dinov2_with_registers.layernorm",
+    mlp_in="mlp.fc1|mlp.up_proj",
+    mlp_gate="mlp.gate_proj",
+    mlp_out="mlp.fc2|mlp.down_proj",
+    layer_scales=("layer_scale1.lambda1", "layer_scale2.lambda1"),
+    pooling="cls+mean",
+    prefix_tokens=lambda config: 1 + int(config.num_register_tokens),
+    interpolation="always",
+    notes="DINOv2 plus register tokens between CLS and the patches",
+)
+
+CLIP = FamilySpec(
+    name="clip",
+    model_types=("clip",),
+    classes=("CLIPForImageClassification",),
+    vision_config="vision_config",
+    embeddings="vision_model.embeddings",
+    final_norm=None,
+    attention="self_attn",
+    query="self_attn.q_proj",
+    key="self_attn.k_proj",
+    value="self_attn.v_proj",
+    out="self_attn.out_proj",
+    pooling="mean",
+    notes="the CLIP vision tower: pre-LayerNorm on the embeddings, quick-GELU, head on the mean of patch tokens",
+)
+
+BUILTIN_FAMILIES = (VIT, DEIT, DEIT_DISTILLED, BEIT, DATA2VEC_VISION, DINOV2, DINOV2_REGISTERS, CLIP)
+
+for _spec in BUILTIN_FAMILIES:
+    register_family(_spec)

@@ -1,0 +1,312 @@
+"""Family specs: how a plain vision transformer is built, said by role, and resolved onto a live model.
+
+A spec names each part a relevance rule needs (the q/k/v/out linears, the MLP linears, layer scales,
+the head and how it pools tokens) by short paths relative to a block or to the model. A path may list
+alternatives separated by "|" so that one spec covers module layouts of several transformers releases.
+The list of blocks itself is found by type: the one `nn.ModuleList` whose children all carry the roles.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from hfrel._errors import UnsupportedModelError
+
+Pooling = Literal["cls", "cls+dist", "mean", "cls+mean"]
+"""How the classification head reads the token sequence.
+
+- "cls": the first token;
+- "cls+dist": the first two tokens (CLS, distillation), each with its own head, logits averaged;
+- "mean": the mean of the patch tokens;
+- "cls+mean": the first token concatenated with the mean of the patch tokens.
+"""
+
+POOLINGS: tuple[str, ...] = ("cls", "cls+dist", "mean", "cls+mean")
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Describes one family of plain (non-hierarchical, pre-LayerNorm) vision transformers by role.
+
+    Paths are dotted attribute paths; "a|b" means "a, or else b". Block roles are relative to one
+    block, the others relative to the model passed to `hfrel.attach`.
+    """
+
+    name: str
+    """Short family name shown in messages and docs, e.g. "vit"."""
+    model_types: tuple[str, ...]
+    """Values of `config.model_type` this spec handles."""
+    classes: tuple[str, ...]
+    """Model class names this spec handles (classification models with a linear head)."""
+    embeddings: str
+    """Module whose output is the token sequence with position embeddings added."""
+    heads: tuple[str, ...] = ("classifier",)
+    """The classifier `nn.Linear`(s); two for "cls+dist" pooling (CLS head, distillation head)."""
+    final_norm: str | None = None
+    """Module whose output is the sequence the head pools from; None: the last block's output."""
+    query: str = "attention.q_proj"
+    key: str = "attention.k_proj"
+    value: str = "attention.v_proj"
+    out: str = "attention.o_proj"
+    mlp_in: str = "mlp.fc1"
+    """First MLP linear (for a gated MLP: the "up" linear, multiplied by the activated gate)."""
+    mlp_out: str = "mlp.fc2"
+    mlp_gate: str | None = None
+    """Gate linear of a gated (SwiGLU) MLP: `mlp_out(act(gate(x)) * mlp_in(x))`; absent means plain MLP."""
+    layer_scales: tuple[str | None, str | None] = (None, None)
+    """Element-wise scales of the attention and MLP branches (tensors, floats or None at the path)."""
+    attention: str = "attention"
+    """The block's attention module: the one that calls transformers' attention function."""
+    pooling: Pooling | Callable[[object], Pooling] = "cls"
+    """How the head reads tokens, or a function of the (vision) config that says so."""
+    prefix_tokens: int | Callable[[object], int] = 1
+    """Tokens before the patch tokens (CLS, distillation, registers), or a function of the config."""
+    vision_config: str | None = None
+    """Attribute of `model.config` holding the vision config (CLIP); None: `model.config` itself."""
+    interpolation: Literal["flag", "always"] = "flag"
+    """"flag": other image sizes need `interpolate_pos_encoding=True`; "always": the model interpolates."""
+    eager_attention: Callable[[], type] | None = None
+    """For models whose attention does not go through transformers' AttentionInterface: returns the
+    model's own eager attention class, swapped in while attached so attention probabilities exist."""
+    probs_tap: str | None = None
+    """With `eager_attention`: the block-relative module that receives the attention probabilities."""
+    notes: str = field(default="", compare=False)
+    """One line for the docs: what differs from plain ViT."""
+
+    def __post_init__(self) -> None:
+        if not callable(self.pooling) and self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS} or a callable, got {self.pooling!r}")
+        if self.pooling == "cls+dist" and len(self.heads) != 2:
+            raise ValueError('pooling "cls+dist" needs two heads (CLS head, distillation head)')
+        if (self.eager_attention is None) != (self.probs_tap is None):
+            raise ValueError("eager_attention and probs_tap go together: give both or neither")
+
+
+@dataclass
+class Block:
+    """The modules of one transformer block, bound by role."""
+
+    module: nn.Module
+    attention: nn.Module
+    query: nn.Linear
+    key: nn.Linear
+    value: nn.Linear
+    out: nn.Linear
+    mlp_in: nn.Linear
+    mlp_out: nn.Linear
+    mlp_gate: nn.Linear | None
+    scale_paths: tuple[str | None, str | None]
+    probs_tap: nn.Module | None
+
+    def scales(self) -> tuple[torch.Tensor | float | None, torch.Tensor | float | None]:
+        """Current layer-scale values (read at use time, so training updates are seen)."""
+        return tuple(_scale_value(self.module, path) for path in self.scale_paths)  # type: ignore[return-value]
+
+
+@dataclass
+class ResolvedModel:
+    """A spec bound to one live model: every role is a real module."""
+
+    spec: FamilySpec
+    model: nn.Module
+    config: object
+    blocks: list[Block]
+    embeddings: nn.Module
+    patch_conv: nn.Conv2d
+    final_norm: nn.Module | None
+    heads: list[nn.Linear]
+    pooling: Pooling
+    prefix_tokens: int
+    num_heads: int
+    patch_size: tuple[int, int]
+    image_size: tuple[int, int]
+    num_channels: int
+    num_labels: int
+
+
+_REGISTRY: list[FamilySpec] = []
+
+
+def register_family(spec: FamilySpec) -> FamilySpec:
+    """Teach hfrel a new family of plain vision transformers; later registrations win on overlap."""
+    if not isinstance(spec, FamilySpec):
+        raise TypeError(f"register_family expects a hfrel.FamilySpec, got {type(spec).__name__}")
+    _REGISTRY.insert(0, spec)
+    return spec
+
+
+def registered_families() -> list[FamilySpec]:
+    """The registered family specs, most recently registered first."""
+    return list(_REGISTRY)
+
+
+def supported_models() -> dict[str, list[str]]:
+    """Model classes hfrel can explain, by `model_type`."""
+    table: dict[str, list[str]] = {}
+    for spec in reversed(_REGISTRY):
+        for model_type in spec.model_types:
+            names = table.setdefault(model_type, [])
+            names.extend(c for c in spec.classes if c not in names)
+    return table
+
+
+def _supported_text() -> str:
+    return "; ".join(f"{mt}: {', '.join(cls)}" for mt, cls in sorted(supported_models().items()))
+
+
+def find_spec(model: nn.Module) -> FamilySpec:
+    """The spec for this model's `model_type` and class, or an `UnsupportedModelError` saying what is supported."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    class_name = type(model).__name__
+    lineage = {cls.__name__ for cls in type(model).__mro__}
+    if model_type is None:
+        raise UnsupportedModelError(
+            f"hfrel explains Hugging Face transformers image classifiers; got a {class_name} without a "
+            f"`config.model_type`. Load one with AutoModelForImageClassification.from_pretrained(...). "
+            f"Supported: {_supported_text()}."
+        )
+    for spec in _REGISTRY:
+        if model_type in spec.model_types and lineage.intersection(spec.classes):
+            return spec
+    known_type = any(model_type in spec.model_types for spec in _REGISTRY)
+    if known_type:
+        classes = sorted({c for s in _REGISTRY if model_type in s.model_types for c in s.classes})
+        raise UnsupportedModelError(
+            f"hfrel cannot explain a {class_name} (model_type {model_type!r}): it explains the classification "
+            f"models {', '.join(classes)} of this family, which have a linear head over classes. "
+            f"Load the checkpoint with AutoModelForImageClassification."
+        )
+    raise UnsupportedModelError(
+        f"hfrel cannot explain model_type {model_type!r} ({class_name}). It explains plain vision transformers "
+        f"(one token per patch, global attention); hierarchical or windowed models (Swin, PVT, MobileViT, ...), "
+        f"CNNs and text models are not supported. Supported: {_supported_text()}. A plain pre-LayerNorm ViT "
+        f"variant can be described with hfrel.register_family(hfrel.FamilySpec(...)) (see docs/models.md)."
+    )
+
+
+def _get(root: nn.Module, path: str) -> object | None:
+    """The attribute at the first alternative of `path` ("a.b|c.d") that exists, else None."""
+    for alternative in path.split("|"):
+        try:
+            return operator.attrgetter(alternative.strip())(root)
+        except AttributeError:
+            continue
+    return None
+
+
+def _scale_value(block: nn.Module, path: str | None) -> torch.Tensor | float | None:
+    if path is None:
+        return None
+    value = _get(block, path)
+    if value is None or (isinstance(value, float) and value == 1.0):
+        return None
+    if isinstance(value, (torch.Tensor, float, int)):
+        return value
+    raise UnsupportedModelError(f"layer scale at {path!r} is a {type(value).__name__}, expected a tensor or a float")
+
+
+def _need(root: nn.Module, path: str, kind: type, what: str, where: str) -> nn.Module:
+    found = _get(root, path)
+    if not isinstance(found, kind):
+        got = "nothing" if found is None else type(found).__name__
+        raise UnsupportedModelError(
+            f"{where}: expected the {what} ({kind.__name__}) at {path!r}, found {got}. This transformers "
+            f"release may lay the model out differently; hfrel supports transformers>=5.0,<6."
+        )
+    return found
+
+
+def _resolve_block(spec: FamilySpec, block: nn.Module, where: str) -> Block:
+    gate = None
+    if spec.mlp_gate is not None and _get(block, spec.mlp_gate) is not None:
+        gate = _need(block, spec.mlp_gate, nn.Linear, "MLP gate linear", where)
+    return Block(
+        module=block,
+        attention=_need(block, spec.attention, nn.Module, "attention module", where),
+        query=_need(block, spec.query, nn.Linear, "query linear", where),
+        key=_need(block, spec.key, nn.Linear, "key linear", where),
+        value=_need(block, spec.value, nn.Linear, "value linear", where),
+        out=_need(block, spec.out, nn.Linear, "attention output linear", where),
+        mlp_in=_need(block, spec.mlp_in, nn.Linear, "first MLP linear", where),
+        mlp_out=_need(block, spec.mlp_out, nn.Linear, "second MLP linear", where),
+        mlp_gate=gate,
+        scale_paths=spec.layer_scales,
+        probs_tap=_need(block, spec.probs_tap, nn.Module, "attention-probabilities module", where)
+        if spec.probs_tap
+        else None,
+    )
+
+
+def _find_blocks(spec: FamilySpec, model: nn.Module) -> list[nn.Module]:
+    """The blocks: the one ModuleList whose every child carries the query and MLP roles."""
+    candidates = []
+    for name, module in model.named_modules():
+        if (
+            isinstance(module, nn.ModuleList)
+            and len(module) > 0
+            and all(
+                isinstance(_get(child, spec.query), nn.Linear) and isinstance(_get(child, spec.mlp_out), nn.Linear)
+                for child in module
+            )
+        ):
+            candidates.append((name, module))
+    if len(candidates) != 1:
+        found = ", ".join(n for n, _ in candidates) or "none"
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: expected exactly one list of transformer blocks with {spec.query!r} and "
+            f"{spec.mlp_out!r}, found {found}. hfrel supports transformers>=5.0,<6."
+        )
+    return list(candidates[0][1])
+
+
+def _pair(value: object) -> tuple[int, int]:
+    if isinstance(value, (tuple, list)):
+        return int(value[0]), int(value[1])
+    return int(value), int(value)  # type: ignore[arg-type]
+
+
+def resolve(spec: FamilySpec, model: nn.Module) -> ResolvedModel:
+    """Bind every role of `spec` to a module of `model`; raises UnsupportedModelError naming what is missing."""
+    config = model.config
+    vision = getattr(config, spec.vision_config) if spec.vision_config else config
+    where = f"{type(model).__name__} ({spec.name})"
+    blocks = [_resolve_block(spec, b, f"{where} block {i}") for i, b in enumerate(_find_blocks(spec, model))]
+    embeddings = _need(model, spec.embeddings, nn.Module, "embeddings module", where)
+    convs = [m for m in embeddings.modules() if isinstance(m, nn.Conv2d)]
+    if len(convs) != 1:
+        raise UnsupportedModelError(
+            f"{where}: expected one patch-embedding Conv2d in the embeddings, found {len(convs)}"
+        )
+    heads = [_need(model, h, nn.Linear, "classifier linear", where) for h in spec.heads]
+    final_norm = _need(model, spec.final_norm, nn.Module, "final norm", where) if spec.final_norm else None
+    pooling = spec.pooling(vision) if callable(spec.pooling) else spec.pooling
+    if pooling not in POOLINGS:
+        raise UnsupportedModelError(f"{where}: pooling {pooling!r} is not one of {POOLINGS}")
+    prefix = spec.prefix_tokens(vision) if callable(spec.prefix_tokens) else spec.prefix_tokens
+    num_labels = heads[0].out_features
+    if pooling == "cls+mean" and heads[0].in_features != 2 * blocks[0].out.out_features:
+        raise UnsupportedModelError(f"{where}: a CLS+mean head must take twice the hidden size")
+    return ResolvedModel(
+        spec=spec,
+        model=model,
+        config=vision,
+        blocks=blocks,
+        embeddings=embeddings,
+        patch_conv=convs[0],
+        final_norm=final_norm,
+        heads=heads,
+        pooling=pooling,
+        prefix_tokens=int(prefix),
+        num_heads=int(vision.num_attention_heads),
+        patch_size=_pair(convs[0].stride),
+        image_size=_pair(vision.image_size),
+        num_channels=int(convs[0].in_channels),
+        num_labels=int(num_labels),
+    )

@@ -1,0 +1,123 @@
+"""Each LRP rule against a slow, plain reference written from the spec's definitions, in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from hfrel._lrp import bounded_conv_rule, fork_rule, linear_rule, matmul_rule, residual_rule, sdiv
+
+GEN = torch.Generator().manual_seed(0)
+
+
+def rand(*shape):
+    return torch.randn(*shape, generator=GEN, dtype=torch.float64)
+
+
+def grad_times_input(fn, inputs, relevance):
+    """R_x = x * d(Z . sdiv(R, Z))/dx with Z = fn(*inputs): the spec's gradient-times-input form."""
+    inputs = [t.clone().requires_grad_(True) for t in inputs]
+    z = fn(*inputs)
+    s = sdiv(relevance, z.detach())
+    grads = torch.autograd.grad((z * s).sum(), inputs)
+    return [t.detach() * g for t, g in zip(inputs, grads, strict=True)]
+
+
+def test_sdiv_edge_cases():
+    a = torch.tensor([1.0, 1.0, 2.0, 3.0], dtype=torch.float64)
+    b = torch.tensor([0.0, -1e-9, 2.0, -3.0], dtype=torch.float64)
+    out = sdiv(a, b)
+    assert out[0] == 0  # b == 0
+    assert out[1] == pytest.approx(1.0 / 1e-9)  # b + 1e-9 == 0: divide by 1e-9
+    assert out[2] == pytest.approx(2.0 / (2.0 + 1e-9))
+    assert out[3] == pytest.approx(3.0 / (-3.0 + 1e-9))
+
+
+def slow_linear(x, w, r, rules):
+    """Loops over samples, outputs and inputs: the table in the spec, literally."""
+    out = torch.zeros_like(x)
+    for b in range(x.shape[0]):
+        for j in range(w.shape[0]):
+            zp = sum(x[b, i].clamp(min=0) * w[j, i].clamp(min=0) for i in range(x.shape[1]))
+            zn = sum(x[b, i].clamp(max=0) * w[j, i].clamp(max=0) for i in range(x.shape[1]))
+            for i in range(x.shape[1]):
+                cp = x[b, i].clamp(min=0) * w[j, i].clamp(min=0)
+                cn = x[b, i].clamp(max=0) * w[j, i].clamp(max=0)
+                if rules == "cvpr":
+                    out[b, i] += (cp + cn) * sdiv(r[b, j], zp + zn)
+                else:
+                    out[b, i] += cp * sdiv(r[b, j], zp) + cn * sdiv(r[b, j], zn)
+    return out
+
+
+@pytest.mark.parametrize("rules", ["cvpr", "classic"])
+def test_linear_rule_matches_loops(rules):
+    x, w, r = rand(3, 5), rand(4, 5), rand(3, 4)
+    torch.testing.assert_close(linear_rule(x, w, r, rules), slow_linear(x, w, r, rules))
+
+
+def test_linear_rule_cvpr_conserves_and_classic_counts_both_parts():
+    x, w, r = rand(2, 6, 8), rand(5, 8), rand(2, 6, 5)
+    torch.testing.assert_close(linear_rule(x, w, r, "cvpr").sum(), r.sum())
+    # classic: the positive and the negative part each conserve R where their own denominator is non-zero
+    z_pos = x.clamp(min=0) @ w.clamp(min=0).T
+    z_neg = x.clamp(max=0) @ w.clamp(max=0).T
+    expected = (r * (z_pos != 0)).sum() + (r * (z_neg != 0)).sum()
+    torch.testing.assert_close(linear_rule(x, w, r, "classic").sum(), expected)
+
+
+def test_linear_rule_broadcasts_target_axis():
+    x, w, r = rand(2, 6, 8), rand(5, 8), rand(3, 2, 6, 5)
+    together = linear_rule(x, w, r, "cvpr")
+    for t in range(3):
+        torch.testing.assert_close(together[t], linear_rule(x, w, r[t], "cvpr"))
+
+
+def test_residual_rule():
+    a, b, r = rand(2, 4, 3), rand(2, 4, 3), rand(2, 4, 3)
+    z_a, z_b = grad_times_input(torch.add, [a, b], r)
+    plain_a, plain_b = residual_rule(a, b, r, "classic")
+    torch.testing.assert_close(plain_a, z_a)
+    torch.testing.assert_close(plain_b, z_b)
+    ra, rb = residual_rule(a, b, r, "cvpr")
+    for i in range(2):  # rescaled per sample: shares |sum R_a| : |sum R_b| of the sample's total
+        total = r[i].sum()
+        sa, sb = z_a[i].sum(), z_b[i].sum()
+        torch.testing.assert_close(ra[i], z_a[i] * (sa.abs() / (sa.abs() + sb.abs()) * total / sa))
+        torch.testing.assert_close(rb[i], z_b[i] * (sb.abs() / (sa.abs() + sb.abs()) * total / sb))
+        torch.testing.assert_close(ra[i].sum() + rb[i].sum(), total)
+
+
+def test_fork_rule():
+    x, r1, r2 = rand(2, 3), rand(2, 3), rand(2, 3)
+    torch.testing.assert_close(fork_rule(x, r1, r2), r1 + r2)  # x * (r1/x + r2/x), up to the 1e-9
+    x[0, 0] = 0.0
+    assert fork_rule(x, r1, r2)[0, 0] == 0
+
+
+def test_matmul_rule_is_halved_gradient_times_input():
+    a, v, r = rand(2, 3, 4, 4), rand(2, 3, 4, 5), rand(2, 3, 4, 5)
+    ref_a, ref_v = grad_times_input(torch.matmul, [a, v], r)
+    got_a, got_v = matmul_rule(a, v, a @ v, r)
+    torch.testing.assert_close(got_a, ref_a / 2)
+    torch.testing.assert_close(got_v, ref_v / 2)
+    torch.testing.assert_close(got_a.sum() + got_v.sum(), r.sum())
+
+
+def test_bounded_conv_rule_matches_its_definition():
+    x, w, r = rand(2, 3, 8, 8), rand(6, 3, 4, 4), rand(2, 6, 2, 2)
+    got = bounded_conv_rule(x, w, r, (4, 4), (0, 0))
+    low = x.amin(dim=(1, 2, 3), keepdim=True).expand_as(x).clone()
+    high = x.amax(dim=(1, 2, 3), keepdim=True).expand_as(x).clone()
+    wp, wn = w.clamp(min=0), w.clamp(max=0)
+    inputs = [t.requires_grad_(True) for t in (x.clone(), low, high)]
+
+    def z_fn(xx, ll, hh):
+        return F.conv2d(xx, w, stride=4) - F.conv2d(ll, wp, stride=4) - F.conv2d(hh, wn, stride=4) + 1e-9
+
+    z = z_fn(*inputs)
+    grads = torch.autograd.grad((z * (r / z.detach())).sum(), inputs)
+    expected = inputs[0].detach() * grads[0] + low * grads[1] + high * grads[2]  # signs carried by z_fn
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(got.sum(), r.sum(), rtol=1e-6, atol=1e-6)
