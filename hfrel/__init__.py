@@ -7,6 +7,7 @@ Chefer, Gur & Wolf, "Transformer Interpretability Beyond Attention Visualization
 baselines it compares with, on stock `transformers` models: hooks, no copied model code.
 """
 
+from hfrel import _compat  # noqa: F401  (warns on an unsupported transformers release)
 from hfrel._errors import (
     AttachError,
     HfrelError,

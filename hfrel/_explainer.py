@@ -134,7 +134,7 @@ class Explainer:
                 config._attn_implementation_internal = value
 
         self._undo.append(restore)
-        self._model.set_attn_implementation(ATTENTION_NAME)
+        self._attention_owner().set_attn_implementation(ATTENTION_NAME)
         for block in self._resolved.blocks:
             used = getattr(getattr(block.attention, "config", None), "_attn_implementation", None)
             if used != ATTENTION_NAME:
@@ -142,6 +142,17 @@ class Explainer:
                     f"could not route {type(block.attention).__name__} through hfrel's attention function "
                     f"(it uses {used!r}); this model does not follow transformers' AttentionInterface."
                 )
+
+    def _attention_owner(self) -> nn.Module:
+        """The innermost transformers model holding every block (CLIP: the vision tower, not the text side)."""
+        blocks = [block.module for block in self._resolved.blocks]
+        owner = self._model
+        for module in self._model.modules():
+            if hasattr(module, "set_attn_implementation") and module is not owner:
+                inside = {id(m) for m in module.modules()}
+                if all(id(block) in inside for block in blocks):
+                    owner = module
+        return owner
 
     def _swap_in_eager_attention(self, eager: type) -> None:
         """Give each block's attention module the model's own eager class while attached."""
@@ -210,6 +221,16 @@ class Explainer:
         with self._eval_mode():
             results = self._run(pixel_values, label, chosen, start_layer, model_kwargs)
         return results[names[0]] if isinstance(method, str) else results
+
+    def attention_maps(self, pixel_values: torch.Tensor, **model_kwargs: Any) -> list[torch.Tensor]:
+        """The attention probabilities A_l of every block, (B, H, N, N) each, as the model computes them."""
+        self._check_attached()
+        pixel_values, model_kwargs = self._check_inputs(pixel_values, model_kwargs)
+        with self._eval_mode(), torch.no_grad():
+            tape = self._recorder.new_tape(activations=False)
+            self._model(pixel_values=pixel_values, **model_kwargs)
+            self._check_tape(tape)
+            return [record.probs.detach() for record in tape.layers]
 
     def _methods(self, names: list[str]) -> list[Method]:
         if not names:

@@ -113,6 +113,7 @@ class Relevance:
 
     attention: dict[int, torch.Tensor]  # block index -> R_A (T, B, H, N, N), after halving
     pixels: torch.Tensor | None = None  # (T, B, H, W), summed over channels
+    totals: dict[int, torch.Tensor] | None = None  # block index -> total relevance of its input (T, B)
 
 
 def _head_relevance(resolved: ResolvedModel, tape: Tape, onehot: torch.Tensor, rules: Rules) -> torch.Tensor:
@@ -227,6 +228,7 @@ def propagate(
     with torch.no_grad():
         relevance = _head_relevance(resolved, tape, _wide(onehot), rules)
         attention: dict[int, torch.Tensor] = {}
+        totals: dict[int, torch.Tensor] = {}
         last = 0 if to_pixels else down_to
         for index in range(len(resolved.blocks) - 1, last - 1, -1):
             need_input = index > last or to_pixels
@@ -234,5 +236,7 @@ def propagate(
                 resolved.blocks[index], tape.layers[index], relevance, rules, resolved.num_heads, need_input
             )
             attention[index] = r_probs
+            if relevance is not None:
+                totals[index] = relevance.sum(dim=(-2, -1))
         pixels = _pixel_relevance(resolved, tape, relevance) if to_pixels else None
-    return Relevance(attention=attention, pixels=pixels)
+    return Relevance(attention=attention, pixels=pixels, totals=totals)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 
 import hfrel
 from tests import tiny
@@ -90,7 +91,7 @@ def test_error_while_attaching_leaves_nothing_behind(vit, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("cannot switch attention")
 
-    monkeypatch.setattr(type(vit), "set_attn_implementation", fail)
+    monkeypatch.setattr(transformers.PreTrainedModel, "set_attn_implementation", fail)
     with pytest.raises(RuntimeError, match="cannot switch attention"):
         hfrel.attach(vit)
     monkeypatch.undo()

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 import transformers as tf
 
+Case = tuple[type, object]  # (model class, config)
+
 COMMON = dict(
     hidden_size=32,
     num_hidden_layers=2,
@@ -24,26 +26,94 @@ COMMON = dict(
 )
 
 
-def _vit() -> torch.nn.Module:
-    return tf.ViTForImageClassification(tf.ViTConfig(**COMMON))
+def _vit() -> Case:
+    return tf.ViTForImageClassification, tf.ViTConfig(**COMMON)
 
 
-def _deit() -> torch.nn.Module:
-    return tf.DeiTForImageClassification(tf.DeiTConfig(**COMMON))
+def _deit() -> Case:
+    return tf.DeiTForImageClassification, tf.DeiTConfig(**COMMON)
 
 
-CASES: dict[str, Callable[[], torch.nn.Module]] = {
+def _deit_distilled() -> Case:
+    return tf.DeiTForImageClassificationWithTeacher, tf.DeiTConfig(**COMMON)
+
+
+def _beit() -> Case:
+    config = tf.BeitConfig(**COMMON, use_relative_position_bias=True, use_mean_pooling=True, layer_scale_init_value=0.5)
+    return tf.BeitForImageClassification, config
+
+
+def _beit_cls() -> Case:
+    """BEiT with a CLS head, absolute positions and one relative position bias shared by all blocks."""
+    config = tf.BeitConfig(
+        **COMMON,
+        use_mean_pooling=False,
+        use_absolute_position_embeddings=True,
+        use_shared_relative_position_bias=True,
+        layer_scale_init_value=0.0,
+    )
+    return tf.BeitForImageClassification, config
+
+
+def _data2vec_vision() -> Case:
+    config = tf.Data2VecVisionConfig(
+        **COMMON, use_relative_position_bias=True, use_mean_pooling=True, layer_scale_init_value=0.5
+    )
+    return tf.Data2VecVisionForImageClassification, config
+
+
+def _dinov2() -> Case:
+    config = tf.Dinov2Config(**{k: v for k, v in COMMON.items() if k != "intermediate_size"}, mlp_ratio=2)
+    return tf.Dinov2ForImageClassification, config
+
+
+def _dinov2_swiglu() -> Case:
+    config = tf.Dinov2Config(
+        **{k: v for k, v in COMMON.items() if k != "intermediate_size"}, mlp_ratio=2, use_swiglu_ffn=True
+    )
+    return tf.Dinov2ForImageClassification, config
+
+
+def _dinov2_registers() -> Case:
+    config = tf.Dinov2WithRegistersConfig(
+        **{k: v for k, v in COMMON.items() if k != "intermediate_size"}, mlp_ratio=2, num_register_tokens=3
+    )
+    return tf.Dinov2WithRegistersForImageClassification, config
+
+
+def _clip() -> Case:
+    vision = {k: v for k, v in COMMON.items() if k not in ("num_labels", "hidden_dropout_prob")}
+    vision["attention_dropout"] = vision.pop("attention_probs_dropout_prob")
+    text = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=64)
+    text.update(bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    config = tf.CLIPConfig(vision_config=vision, text_config=text, num_labels=COMMON["num_labels"])
+    return tf.CLIPForImageClassification, config
+
+
+CASES: dict[str, Callable[[], Case]] = {
     "vit": _vit,
     "deit": _deit,
+    "deit-distilled": _deit_distilled,
+    "beit": _beit,
+    "beit-cls": _beit_cls,
+    "data2vec-vision": _data2vec_vision,
+    "dinov2": _dinov2,
+    "dinov2-swiglu": _dinov2_swiglu,
+    "dinov2-registers": _dinov2_registers,
+    "clip": _clip,
 }
 
 
-def build(name: str, seed: int = 0, std: float = 0.3) -> torch.nn.Module:
-    """A tiny model of family `name`, with seeded random weights, in eval mode."""
+def build(name: str, seed: int = 0, std: float = 0.3, attn_implementation: str | None = None) -> torch.nn.Module:
+    """A tiny model of case `name`, with seeded random weights, in eval mode (default attention: sdpa)."""
     torch.manual_seed(seed)
-    model = CASES[name]()
+    model_class, config = CASES[name]()
+    if attn_implementation is None:
+        model = model_class(config)
+    else:
+        model = model_class._from_config(config, attn_implementation=attn_implementation)
     with torch.no_grad():
         for param_name, param in model.named_parameters():
-            if param.dim() >= 2 or "token" in param_name or "position" in param_name:
+            if param.dim() >= 2 or any(k in param_name for k in ("token", "position", "embedding", "lambda")):
                 param.normal_(0.0, std)
     return model.eval()

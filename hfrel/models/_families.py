@@ -1,6 +1,7 @@
 """The families hfrel ships: one spec each. Adding a family is one spec here plus one tiny-config test case.
 
-Paths list the transformers 5.x layouts ("a|b": new layout first, older one second).
+Paths name the module layouts of transformers 5.18 and later; ViT and DeiT also list the layout of
+earlier 5.x releases as an alternative ("a|b": current layout first).
 """
 
 from __future__ import annotations

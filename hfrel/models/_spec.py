@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from hfrel._compat import SUPPORTED_TRANSFORMERS
 from hfrel._errors import UnsupportedModelError
 
 Pooling = Literal["cls", "cls+dist", "mean", "cls+mean"]
@@ -218,7 +219,7 @@ def _need(root: nn.Module, path: str, kind: type, what: str, where: str) -> nn.M
         got = "nothing" if found is None else type(found).__name__
         raise UnsupportedModelError(
             f"{where}: expected the {what} ({kind.__name__}) at {path!r}, found {got}. This transformers "
-            f"release may lay the model out differently; hfrel supports transformers>=5.0,<6."
+            f"release may lay the model out differently; hfrel supports transformers{SUPPORTED_TRANSFORMERS}."
         )
     return found
 
@@ -261,7 +262,7 @@ def _find_blocks(spec: FamilySpec, model: nn.Module) -> list[nn.Module]:
         found = ", ".join(n for n, _ in candidates) or "none"
         raise UnsupportedModelError(
             f"{type(model).__name__}: expected exactly one list of transformer blocks with {spec.query!r} and "
-            f"{spec.mlp_out!r}, found {found}. hfrel supports transformers>=5.0,<6."
+            f"{spec.mlp_out!r}, found {found}. hfrel supports transformers{SUPPORTED_TRANSFORMERS}."
         )
     return list(candidates[0][1])
 

@@ -1,0 +1,121 @@
+"""One suite over every supported family, each built tiny from a config in its default attention.
+
+Adding a family means one spec in hfrel/models/_families.py and one case in tests/tiny.py; every
+test here then runs on it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hfrel
+from hfrel._lrp import propagate
+from hfrel.models._families import BUILTIN_FAMILIES
+from tests import tiny
+from tests.state import assert_same, snapshot
+
+CASES = list(tiny.CASES)
+CLASS_SPECIFIC = ["transformer_attribution", "generic_attention", "attention_gradcam", "partial_lrp", "lrp"]
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def test_every_builtin_family_has_a_case():
+    seen = set()
+    for name in CASES:
+        with hfrel.attach(tiny.build(name)) as explainer:
+            seen.add(explainer.family)
+    assert seen == {spec.name for spec in BUILTIN_FAMILIES}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_every_method_gives_finite_maps_of_the_right_shape(name, pixels):
+    model = tiny.build(name)
+    assert model.config._attn_implementation == "sdpa"
+    with hfrel.attach(model) as explainer:
+        results = explainer.explain(pixels, method=hfrel.methods())
+    for method, exp in results.items():
+        expected = (3, 32, 32) if method == "lrp" else (3, 4, 4)
+        assert exp.relevance.shape == expected, method
+        assert exp.heatmap.shape == (3, 32, 32), method
+        assert torch.isfinite(exp.relevance).all() and torch.isfinite(exp.heatmap).all(), method
+        assert exp.relevance.abs().sum() > 0, method
+        assert exp.heatmap.min() >= 0 and exp.heatmap.max() <= 1, method
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_maps_depend_on_the_target_class(name, pixels):
+    with hfrel.attach(tiny.build(name)) as explainer:
+        first = explainer.explain(pixels, 0, method=[*CLASS_SPECIFIC, "rollout"])
+        second = explainer.explain(pixels, 1, method=[*CLASS_SPECIFIC, "rollout"])
+    for method in CLASS_SPECIFIC:
+        assert not torch.allclose(first[method].relevance, second[method].relevance), method
+    torch.testing.assert_close(first["rollout"].relevance, second["rollout"].relevance)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_captured_attention_equals_eager_output_attentions(name, pixels):
+    eager = tiny.build(name, attn_implementation="eager")
+    with torch.no_grad():
+        expected = eager(pixels, output_attentions=True).attentions
+    with hfrel.attach(tiny.build(name)) as explainer:
+        captured = explainer.attention_maps(pixels)
+    assert len(captured) == len(expected) == 2
+    for got, want in zip(captured, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_cvpr_relevance_is_conserved_through_every_block(name):
+    """The CVPR rules conserve: each block's input carries the one-hot's total, 1 per target and image."""
+    model = tiny.build(name).double()
+    pixels = torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with hfrel.attach(model) as explainer, explainer._eval_mode(), torch.no_grad():
+        tape = explainer._recorder.new_tape(activations=True)
+        logits = model(pixel_values=pixels).logits
+        onehot = torch.zeros(2, *logits.shape, dtype=torch.float64)
+        onehot[0, :, 0] = 1.0
+        onehot[1, :, 3] = 1.0
+        relevance = propagate(explainer._resolved, tape, onehot, "cvpr", down_to=0, to_pixels=True)
+    assert sorted(relevance.totals) == [0, 1]
+    for total in relevance.totals.values():
+        torch.testing.assert_close(total, torch.ones(2, 2, dtype=torch.float64), rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_attach_and_detach_leave_the_model_as_found(name, pixels):
+    model = tiny.build(name)
+    model.train()
+    before = snapshot(model)
+    with hfrel.attach(model) as explainer:
+        explainer.explain(pixels, method=hfrel.methods())
+    assert_same(before, snapshot(model))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_batch_equals_each_sample_alone(name, pixels):
+    methods = ["transformer_attribution", "attention_gradcam", "lrp"]
+    with hfrel.attach(tiny.build(name)) as explainer:
+        batch = explainer.explain(pixels, [0, 1, 2], method=methods)
+        for i in range(len(pixels)):
+            alone = explainer.explain(pixels[i : i + 1], [i], method=methods)
+            for method in methods:
+                torch.testing.assert_close(alone[method].relevance[0], batch[method].relevance[i], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("size", [(48, 40), (24, 24)])
+def test_any_image_size(name, size):
+    height, width = size
+    pixels = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(3))
+    with hfrel.attach(tiny.build(name)) as explainer:
+        results = explainer.explain(pixels, method=hfrel.methods(), interpolate_pos_encoding=True)
+    for method, exp in results.items():
+        grid = (height, width) if method == "lrp" else (height // 8, width // 8)
+        assert exp.relevance.shape == (2, *grid), method
+        assert exp.heatmap.shape == (2, height, width), method
+        assert torch.isfinite(exp.relevance).all(), method

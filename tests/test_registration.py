@@ -1,0 +1,90 @@
+"""A plain ViT variant hfrel does not ship, described through the public registration call (docs/models.md)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as tf
+
+import hfrel
+from hfrel.models import registered_families
+from tests.state import assert_same, snapshot
+
+
+def _ijepa():
+    torch.manual_seed(0)
+    config = tf.IJepaConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=5,
+    )
+    model = tf.IJepaForImageClassification(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.normal_(0, 0.3)
+    return model
+
+
+@pytest.fixture
+def ijepa_spec():
+    spec = hfrel.FamilySpec(
+        name="ijepa",
+        model_types=("ijepa",),
+        classes=("IJepaForImageClassification",),
+        embeddings="ijepa.embeddings",
+        final_norm="ijepa.layernorm",
+        pooling="mean",  # the head reads the mean of all tokens
+        prefix_tokens=0,  # no CLS token
+    )
+    hfrel.register_family(spec)
+    yield spec
+    hfrel.models._spec._REGISTRY.remove(spec)
+
+
+def test_unregistered_variant_is_refused():
+    with pytest.raises(hfrel.UnsupportedModelError, match=r"model_type 'ijepa'.*register_family"):
+        hfrel.attach(_ijepa())
+
+
+def test_registered_variant_explains(ijepa_spec):
+    assert registered_families()[0] is ijepa_spec
+    assert "IJepaForImageClassification" in hfrel.supported_models()["ijepa"]
+    model = _ijepa()
+    before = snapshot(model)
+    pixels = torch.randn(2, 3, 32, 32)
+    with hfrel.attach(model) as explainer:
+        results = explainer.explain(pixels, 0, method=hfrel.methods())
+        other = explainer.explain(pixels, 3, method="transformer_attribution")
+    for method, exp in results.items():
+        assert exp.relevance.shape == ((2, 32, 32) if method == "lrp" else (2, 4, 4)), method
+        assert torch.isfinite(exp.relevance).all(), method
+    assert not torch.allclose(other.relevance, results["transformer_attribution"].relevance)
+    assert_same(before, snapshot(model))
+
+
+def test_spec_checks_its_own_consistency():
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        hfrel.FamilySpec(name="x", model_types=("x",), classes=("X",), embeddings="e", pooling="max")
+    with pytest.raises(ValueError, match="needs two heads"):
+        hfrel.FamilySpec(name="x", model_types=("x",), classes=("X",), embeddings="e", pooling="cls+dist")
+    with pytest.raises(TypeError, match=r"expects a hfrel\.FamilySpec"):
+        hfrel.register_family({"name": "x"})
+
+
+def test_a_spec_that_does_not_match_the_model_says_what_is_missing():
+    spec = hfrel.FamilySpec(
+        name="broken",
+        model_types=("vit",),
+        classes=("ViTForImageClassification",),
+        embeddings="vit.embeddings",
+        query="attention.wrong_name",
+    )
+    from tests import tiny
+
+    with pytest.raises(hfrel.UnsupportedModelError, match=r"attention\.wrong_name"):
+        hfrel.attach(tiny.build("vit"), family=spec)
