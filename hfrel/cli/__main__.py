@@ -1,0 +1,5 @@
+import sys
+
+from hfrel.cli import main
+
+sys.exit(main())
