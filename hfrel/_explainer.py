@@ -378,18 +378,22 @@ class Explainer:
     def _gradients(
         self, tape: Tape, logits: torch.Tensor, targets: torch.Tensor, layers: list[int]
     ) -> dict[int, torch.Tensor]:
-        """grad of each target logit w.r.t. A_l: one backward pass per target column, summed over the batch."""
+        """grad of each target logit w.r.t. A_l, (T, B, H, N, N): one backward pass for all T targets.
+
+        Summing each target's logit over the batch gives every image its own gradient; the T targets
+        are batched through the backward pass with `is_grads_batched` (vmap over grad_outputs).
+        """
         if not layers:
             return {}
         probs = [tape.layers[i].probs for i in layers]
-        count = targets.shape[1]
+        onehot = torch.zeros(targets.shape[1], *logits.shape, dtype=logits.dtype, device=logits.device)
+        onehot.scatter_(-1, targets.T.unsqueeze(-1), 1.0)
         with torch.enable_grad():
-            chosen = logits.gather(1, targets)  # (B, K)
-            per_target = [
-                torch.autograd.grad(chosen[:, column].sum(), probs, retain_graph=column < count - 1)
-                for column in range(count)
-            ]
-        return {layer: _wide(torch.stack([g[i] for g in per_target])) for i, layer in enumerate(layers)}
+            if onehot.shape[0] == 1:
+                grads = [g.unsqueeze(0) for g in torch.autograd.grad(logits, probs, grad_outputs=onehot[0])]
+            else:
+                grads = torch.autograd.grad(logits, probs, grad_outputs=onehot, is_grads_batched=True)
+        return {layer: _wide(grad) for layer, grad in zip(layers, grads, strict=True)}
 
     def _grid(self, tape: Tape) -> tuple[int, int]:
         return tuple(tape.patch_out.shape[-2:])  # type: ignore[union-attr, return-value]

@@ -10,10 +10,14 @@ Arithmetic runs in float32 (or float64 for float64 models) whatever the model's 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from accelerate.utils import align_module_device, has_offloaded_params
+from torch import nn
 from torch.nn import functional as F
 
 from hfrel._capture import LayerRecord, Tape
@@ -23,11 +27,19 @@ Rules = Literal["cvpr", "classic"]
 EPS = 1e-9
 
 
-def sdiv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a / (b + 1e-9), and 0 where b == 0: the reference's safe division."""
+def safe_inverse(b: torch.Tensor) -> torch.Tensor:
+    """1 / (b + 1e-9), and 0 where b == 0: the reciprocal the reference's safe division uses.
+
+    Computed once per denominator and shared by every relevance divided by it (all targets).
+    """
     den = b + EPS
-    den = torch.where(den == 0, torch.full_like(den, EPS), den)
-    return torch.where(b == 0, torch.zeros_like(den), a / den)
+    den.masked_fill_(den == 0, EPS)  # b == -1e-9 exactly: divide by 1e-9, as the reference does
+    return den.reciprocal_().masked_fill_(b == 0, 0.0)
+
+
+def sdiv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a / (b + 1e-9), and 0 where b == 0: the reference's safe division (up to one rounding)."""
+    return a * safe_inverse(b)
 
 
 def _wide(t: torch.Tensor) -> torch.Tensor:
@@ -41,46 +53,53 @@ def _sample_sum(t: torch.Tensor) -> torch.Tensor:
 
 
 def linear_rule(x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor, rules: Rules) -> torch.Tensor:
-    """Relevance of the input of `x @ weight.T` (bias ignored), positive and negative parts apart."""
+    """Relevance of the input of `x @ weight.T` (bias ignored), positive and negative parts apart.
+
+    x: (..., Din); relevance: (T, ..., Dout) or (..., Dout). The denominators depend on x alone, so
+    they are computed once for all T targets.
+    """
     x = _wide(x)
     weight = _wide(weight).to(x.device)
     w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
     x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
-    z_pos = x_pos @ w_pos.T
-    z_neg = x_neg @ w_neg.T
     if rules == "cvpr":
-        s = sdiv(relevance, z_pos + z_neg)
-        return x_pos * (s @ w_pos) + x_neg * (s @ w_neg)
-    return x_pos * (sdiv(relevance, z_pos) @ w_pos) + x_neg * (sdiv(relevance, z_neg) @ w_neg)
+        z = x_pos @ w_pos.T
+        z += x_neg @ w_neg.T
+        s_pos = s_neg = relevance * safe_inverse(z)
+    else:
+        s_pos = relevance * safe_inverse(x_pos @ w_pos.T)
+        s_neg = relevance * safe_inverse(x_neg @ w_neg.T)
+    out = (s_pos @ w_pos).mul_(x_pos)
+    return out.addcmul_(s_neg @ w_neg, x_neg)
 
 
 def residual_rule(
     a: torch.Tensor, b: torch.Tensor, relevance: torch.Tensor, rules: Rules
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Split the relevance of `a + b` between its two terms (z-rule; "cvpr" then rescales per sample)."""
-    s = sdiv(relevance, a + b)
-    r_a, r_b = a * s, b * s
+    s = relevance * safe_inverse(a + b)
+    r_a, r_b = s * a, s.mul_(b)
     if rules == "cvpr":
         sum_a, sum_b, total = _sample_sum(r_a), _sample_sum(r_b), _sample_sum(relevance)
         both = sum_a.abs() + sum_b.abs()
-        r_a = r_a * sdiv(sdiv(sum_a.abs(), both) * total, sum_a)
-        r_b = r_b * sdiv(sdiv(sum_b.abs(), both) * total, sum_b)
+        r_a.mul_(sdiv(sdiv(sum_a.abs(), both) * total, sum_a))
+        r_b.mul_(sdiv(sdiv(sum_b.abs(), both) * total, sum_b))
     return r_a, r_b
 
 
 def fork_rule(x: torch.Tensor, r_skip: torch.Tensor, r_branch: torch.Tensor) -> torch.Tensor:
     """Relevance of a tensor that fed both the residual skip and a branch."""
-    return x * (sdiv(r_skip, x) + sdiv(r_branch, x))
+    return (r_skip + r_branch).mul_(safe_inverse(x)).mul_(x)
 
 
 def matmul_rule(
     left: torch.Tensor, right: torch.Tensor, product: torch.Tensor, relevance: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Relevance of both factors of `left @ right` (gradient times input), each halved."""
-    s = sdiv(relevance, product)
-    r_left = left * (s @ right.transpose(-1, -2))
-    r_right = right * (left.transpose(-1, -2) @ s)
-    return r_left / 2, r_right / 2
+    s = relevance * safe_inverse(product)
+    r_left = (s @ right.transpose(-1, -2)).mul_(left).mul_(0.5)
+    r_right = (left.transpose(-1, -2) @ s).mul_(right).mul_(0.5)
+    return r_left, r_right
 
 
 def bounded_conv_rule(
@@ -105,6 +124,34 @@ def bounded_conv_rule(
     z = conv(x, weight) - conv(low, w_pos) - conv(high, w_neg) + EPS
     s = relevance / z
     return x * back(s, weight) - low * back(s, w_pos) - high * back(s, w_neg)
+
+
+class _Weights:
+    """Makes weights that accelerate offloads (meta tensors between calls) real while rules read them."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._parent = {child: parent for parent in model.modules() for child in parent.children()}
+        self._offloading = any(has_offloaded_params(m) for m in model.modules())
+
+    @contextlib.contextmanager
+    def loaded(self, *modules: nn.Module) -> Iterator[None]:
+        if not self._offloading:
+            yield
+            return
+        owners: dict[int, nn.Module] = {}
+        for module in modules:
+            node: nn.Module | None = module
+            while node is not None:  # hooks on the module or a block above it
+                if has_offloaded_params(node):
+                    owners[id(node)] = node
+                node = self._parent.get(node)
+            for inner in module.modules():  # hooks on leaves below it
+                if has_offloaded_params(inner):
+                    owners[id(inner)] = inner
+        with contextlib.ExitStack() as stack:
+            for owner in owners.values():
+                stack.enter_context(align_module_device(owner))
+            yield
 
 
 @dataclass
@@ -225,18 +272,25 @@ def propagate(
     to_pixels: bool,
 ) -> Relevance:
     """Walk relevance from the logits (one-hot, (T, B, C)) down to block `down_to`, or to the pixels."""
+    weights = _Weights(resolved.model)
     with torch.no_grad():
-        relevance = _head_relevance(resolved, tape, _wide(onehot), rules)
+        with weights.loaded(*resolved.heads):
+            relevance = _head_relevance(resolved, tape, _wide(onehot), rules)
         attention: dict[int, torch.Tensor] = {}
         totals: dict[int, torch.Tensor] = {}
         last = 0 if to_pixels else down_to
         for index in range(len(resolved.blocks) - 1, last - 1, -1):
             need_input = index > last or to_pixels
-            r_probs, relevance = _block_relevance(
-                resolved.blocks[index], tape.layers[index], relevance, rules, resolved.num_heads, need_input
-            )
+            block = resolved.blocks[index]
+            with weights.loaded(block.module):
+                r_probs, relevance = _block_relevance(
+                    block, tape.layers[index], relevance, rules, resolved.num_heads, need_input
+                )
             attention[index] = r_probs
             if relevance is not None:
                 totals[index] = relevance.sum(dim=(-2, -1))
-        pixels = _pixel_relevance(resolved, tape, relevance) if to_pixels else None
+        pixels = None
+        if to_pixels:
+            with weights.loaded(resolved.patch_conv):
+                pixels = _pixel_relevance(resolved, tape, relevance)
     return Relevance(attention=attention, pixels=pixels, totals=totals)

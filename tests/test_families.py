@@ -119,3 +119,20 @@ def test_any_image_size(name, size):
         assert exp.relevance.shape == (2, *grid), method
         assert exp.heatmap.shape == (2, height, width), method
         assert torch.isfinite(exp.relevance).all(), method
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_several_classes_per_image_equal_one_call_each(name, pixels):
+    """Labels of shape (B, K) share one forward pass and give the K maps one call per class would."""
+    labels = torch.tensor([[0, 3], [1, 4], [2, 0]])
+    with hfrel.attach(tiny.build(name)) as explainer:
+        both = explainer.explain(pixels, labels, method=hfrel.methods())
+        for k in range(2):
+            alone = explainer.explain(pixels, labels[:, k], method=hfrel.methods())
+            for method in hfrel.methods():
+                assert both[method].relevance.shape[:2] == (3, 2)
+                assert both[method].heatmap.shape == (3, 2, 32, 32)
+                assert torch.equal(both[method].labels, labels)
+                torch.testing.assert_close(
+                    both[method].relevance[:, k], alone[method].relevance, rtol=1e-4, atol=1e-6, msg=method
+                )
