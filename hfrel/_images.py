@@ -45,6 +45,8 @@ def load_image(path: str | Path) -> Image.Image:
         raise InputError(f"{path} is too large to read safely ({error})") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise InputError(f"{path} is a corrupt or truncated image ({_first_line(error)})") from error
+    except Exception as error:  # a decoder failing its own way on a malformed file: still a bad file
+        raise InputError(f"{path} could not be read ({type(error).__name__}: {_first_line(error)})") from error
     return to_rgb(upright)
 
 

@@ -120,6 +120,10 @@ def test_bad_files_raise_input_errors(tmp_path, monkeypatch):
         load_image(tmp_path / "missing.png")
     with pytest.raises(hfrel.InputError, match=r"no image file at"):
         load_image(tmp_path)  # a folder is not an image file
+    monkeypatch.setattr("PIL.ImageOps.exif_transpose", lambda image: {}["malformed EXIF"])
+    with pytest.raises(hfrel.InputError, match=r"whole.png could not be read \(KeyError: 'malformed EXIF'\)"):
+        load_image(whole)
+    monkeypatch.undo()
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(hfrel.InputError, match=r"whole.png is too large to read safely"):
         load_image(whole)
