@@ -59,8 +59,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="method to run (see `hfrel methods`); repeat for several. Default: transformer_attribution",
     )
     parser.add_argument("--start-layer", type=int, default=0, metavar="S", help="first block combined (default 0)")
-    parser.add_argument("--out", type=Path, default=Path("hfrel-out"), metavar="DIR", help="output folder")
-    parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per forward pass")
+    parser.add_argument(
+        "--out", type=Path, default=Path("hfrel-out"), metavar="DIR", help="output folder (default hfrel-out)"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per forward pass (default 8)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--cmap", default="jet", metavar="NAME", help="matplotlib colormap (default jet)")
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of the heatmap over the image (0..1)")
