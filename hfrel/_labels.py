@@ -18,23 +18,31 @@ def class_names(id2label: Mapping | None, num_labels: int) -> dict[int, str]:
 
 
 def label_from_name(name: str, id2label: Mapping | None, num_labels: int) -> int:
-    """A class index from a class name (case-insensitive) or a numeric string; errors list close matches."""
-    text = name.strip()
+    """A class index from a class name (case-insensitive) or a number (always read as an index).
+
+    Unknown names raise LabelError listing the closest class names; ambiguous ones (two classes
+    whose names differ only in case) list the classes they could mean.
+    """
+    text = str(name).strip()
     if text.lstrip("-").isdigit():
         return check_index(int(text), num_labels)
     names = class_names(id2label, num_labels)
     folded: dict[str, list[int]] = {}
     for index, label in names.items():
         folded.setdefault(label.casefold(), []).append(index)
-    hits = folded.get(text.casefold(), [])
+    key = text.casefold()
+    hits = folded.get(key, [])
     if len(hits) == 1:
         return hits[0]
     if len(hits) > 1:
-        raise LabelError(f"class name {name!r} is ambiguous: it names classes {hits}. Pass the class index instead.")
-    close = difflib.get_close_matches(text.casefold(), list(folded), n=5, cutoff=0.5)
-    partial = [k for k in folded if text.casefold() in k][:5]
+        listed = ", ".join(f"{names[i]!r} ({i})" for i in hits)
+        raise LabelError(f"class name {name!r} is ambiguous: it names {listed}. Pass the class index instead.")
+    close = difflib.get_close_matches(key, list(folded), n=5, cutoff=0.6)
+    partial = [k for k in folded if key and key in k]
     suggestions = list(dict.fromkeys(close + partial))[:5]
-    hint = f" Close matches: {', '.join(repr(names[folded[s][0]]) for s in suggestions)}." if suggestions else ""
+    hint = ""
+    if suggestions:
+        hint = " Close matches: " + ", ".join(f"{names[folded[s][0]]!r} ({folded[s][0]})" for s in suggestions) + "."
     raise LabelError(
         f"unknown class name {name!r}: the model has {num_labels} classes (config.id2label).{hint} "
         f"Pass a class index in [0, {num_labels - 1}] or one of the model's class names."
@@ -42,6 +50,7 @@ def label_from_name(name: str, id2label: Mapping | None, num_labels: int) -> int
 
 
 def check_index(index: int, num_labels: int) -> int:
+    """`index` itself, if it names one of the model's classes."""
     if not 0 <= index < num_labels:
         raise LabelError(
             f"label {index} is out of range: the model has {num_labels} classes, so labels must be in "
