@@ -39,8 +39,12 @@ def capture_attention(
     """Eager attention that also reports its tensors to the explainer attached to `module`."""
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    scores = torch.matmul(query, key.transpose(-1, -2))
-    logits = scores * scaling
+    *lead, tokens, width = query.shape
+    flat_query = query.reshape(-1, tokens, width)
+    flat_key = key.reshape(-1, key.shape[-2], width).transpose(-1, -2)
+    # scale inside the GEMM (alpha): no extra pass over the (B, H, N, N) scores
+    logits = torch.baddbmm(flat_query.new_empty(()), flat_query, flat_key, beta=0.0, alpha=scaling)
+    logits = logits.view(*lead, tokens, key.shape[-2])
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             logits = logits.masked_fill(~attention_mask, torch.finfo(logits.dtype).min)
