@@ -11,6 +11,15 @@ that returns logits; docs/evaluation.md states every protocol exactly as impleme
 """
 
 from hfrel._images import model_view
+from hfrel.evaluation._data import (
+    EvaluationData,
+    FolderDataset,
+    ImagenetSegmentation,
+    Sample,
+    Skipped,
+    open_dataset,
+    read_mask,
+)
 from hfrel.evaluation._metrics import (
     LocalisationScores,
     average_precision,
@@ -27,18 +36,25 @@ from hfrel.evaluation._perturbation import STEPS, normaliser, perturbation_auc, 
 
 __all__ = [
     "STEPS",
+    "EvaluationData",
+    "FolderDataset",
+    "ImagenetSegmentation",
     "LocalisationScores",
+    "Sample",
+    "Skipped",
     "average_precision",
     "foreground",
     "localisation_scores",
     "model_view",
     "normaliser",
+    "open_dataset",
     "otsu_threshold",
     "perturbation_auc",
     "perturbation_hits",
     "pointing_game",
     "prepare",
     "rank_accuracy",
+    "read_mask",
     "relevance_mass",
     "removed_counts",
     "segmentation_average_precision",
