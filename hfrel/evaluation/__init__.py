@@ -33,6 +33,8 @@ from hfrel.evaluation._metrics import (
     segmentation_average_precision,
 )
 from hfrel.evaluation._perturbation import STEPS, normaliser, perturbation_auc, perturbation_hits, removed_counts
+from hfrel.evaluation._report import markdown_table, perturbation_figure, write_report
+from hfrel.evaluation._runner import evaluate
 
 __all__ = [
     "STEPS",
@@ -43,13 +45,16 @@ __all__ = [
     "Sample",
     "Skipped",
     "average_precision",
+    "evaluate",
     "foreground",
     "localisation_scores",
+    "markdown_table",
     "model_view",
     "normaliser",
     "open_dataset",
     "otsu_threshold",
     "perturbation_auc",
+    "perturbation_figure",
     "perturbation_hits",
     "pointing_game",
     "prepare",
@@ -58,4 +63,5 @@ __all__ = [
     "relevance_mass",
     "removed_counts",
     "segmentation_average_precision",
+    "write_report",
 ]
