@@ -1,6 +1,6 @@
 """`hfrel evaluate`: score explanation methods on images with object masks, the paper's way.
 
-Writes OUT/report.json, OUT/report.md and OUT/perturbation.png; prints the table and where they are.
+Writes DIR/report.json, DIR/report.md and DIR/perturbation.png (DIR from --out); prints the table.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--n", type=int, metavar="N", help="evaluate at most N items (default: all)")
     parser.add_argument(
-        "--start-layer", type=int, default=0, metavar="S", help="first block combined (default 0; the paper used 1)"
+        "--start-layer", type=int, default=0, metavar="S", help="first block combined (default 0; paper's scripts: 1)"
     )
     parser.add_argument(
         "--target",
