@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,10 @@ import pytest
 import torch
 
 from tests import tiny
+
+# Tiny models run faster on one thread, and the CLI subprocesses inherit the setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 DATA = Path(__file__).parent / "data"
 PARITY = DATA / "parity"
