@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import hfrel
 from hfrel._errors import HfrelError
-from hfrel.cli import _methods
+from hfrel.cli import _methods, demo
 
 # Each subcommand module, in the order `hfrel --help` lists them.
-SUBCOMMANDS = (_methods,)
+SUBCOMMANDS = (_methods, demo)
 
 
 class _Parser(argparse.ArgumentParser):
