@@ -250,3 +250,25 @@ def test_load_demo_model_returns_an_eval_model_and_its_processor():
     assert not model.training and next(model.parameters()).device.type == "cpu"
     assert model.config.id2label[0] == CLASS_NAMES[0]
     assert processor.size == {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+
+
+def test_export_rejects_a_prefix_that_would_break_file_names(tmp_path):
+    with pytest.raises(hfrel.InputError, match=r"prefix must be letters, digits"):
+        export_folder(make_scenes(1, seed=0), tmp_path / "out", prefix="a,b")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
+    calls = []
+    original = Image.Image.save
+
+    def failing_save(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        export_folder(make_scenes(2, seed=0), tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []

@@ -13,6 +13,8 @@ of a block (loops run over the K <= 3 objects and the six classes only).
 from __future__ import annotations
 
 import math
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,8 @@ class SceneDataset(Dataset):
     Item `i` is `(images[i], labels[i], masks[i])`.
     """
 
+    class_names = CLASS_NAMES
+
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> None:
         if images.dim() != 4 or images.shape[1] != 3:
             raise InputError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
@@ -59,8 +63,6 @@ class SceneDataset(Dataset):
         self.images = images
         self.labels = labels
         self.masks = masks
-
-    class_names = CLASS_NAMES
 
     @property
     def objects(self) -> int:
@@ -111,6 +113,8 @@ def export_folder(scenes: SceneDataset, directory: str | Path, *, prefix: str = 
     """
     from PIL import Image
 
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", prefix):
+        raise InputError(f"prefix must be letters, digits, '_' or '-' (it starts every file name), got {prefix!r}")
     directory = Path(directory)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise InputError(f"{directory} already exists and is not an empty folder; pick a new folder or empty it")
@@ -118,24 +122,27 @@ def export_folder(scenes: SceneDataset, directory: str | Path, *, prefix: str = 
     partial = directory.with_name(f".{directory.name}.partial")
     if partial.exists():
         raise InputError(f"{partial} is left from an interrupted export; delete it and export again")
-    (partial / "images").mkdir(parents=True)
-    (partial / "masks").mkdir()
-    pixels = scenes.uint8()
-    masks = scenes.masks.cpu().numpy()
-    labels = scenes.labels.cpu().tolist()
-    width = max(4, len(str(len(scenes) - 1)))
-    rows = ["image,label"]
-    for i, scene_labels in enumerate(labels):
-        image = Image.fromarray(pixels[i], mode="RGB")
-        for k, label in enumerate(scene_labels):
-            name = f"{prefix}_{i:0{width}d}_{chr(ord('a') + k)}.png"
-            image.save(partial / "images" / name)
-            Image.fromarray(masks[i, k].astype(np.uint8) * 255, mode="L").save(partial / "masks" / name)
-            rows.append(f"{name},{CLASS_NAMES[label]}")
-    (partial / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    if directory.exists():
-        directory.rmdir()
-    partial.rename(directory)
+    try:
+        (partial / "images").mkdir(parents=True)
+        (partial / "masks").mkdir()
+        pixels = scenes.uint8()
+        masks = scenes.masks.cpu().numpy()
+        width = max(4, len(str(len(scenes) - 1)))
+        rows = ["image,label"]
+        for i, scene_labels in enumerate(scenes.labels.cpu().tolist()):
+            image = Image.fromarray(pixels[i])
+            for k, label in enumerate(scene_labels):
+                name = f"{prefix}_{i:0{width}d}_{chr(ord('a') + k)}.png"
+                image.save(partial / "images" / name)
+                Image.fromarray(masks[i, k].astype(np.uint8) * 255).save(partial / "masks" / name)
+                rows.append(f"{name},{CLASS_NAMES[label]}")
+        (partial / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+        if directory.exists():
+            directory.rmdir()
+        partial.rename(directory)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # nothing half-written is left behind
+        raise
     return directory
 
 
