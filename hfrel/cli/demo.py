@@ -1,9 +1,10 @@
 """`hfrel demo`: class-specific maps on the bundled model, offline, in seconds.
 
-Takes a few held-out scenes with two objects each, asks the demo model (a small ViT trained on
-synthetic scenes of one or two shapes) for its top classes, and explains each object's class with every chosen
-method in one batched call. Writes one panel per scene: the input, then each method's map for each
-object's class, so class-specific maps (the paper's) sit next to class-agnostic ones.
+Takes a few held-out scenes with two objects each, asks the demo model (a small ViT
+trained on synthetic scenes of one or two shapes) for its top classes, and explains
+each object's class with every chosen method in one batched call. Writes one panel
+per scene: the input, then each method's map for each object's class, so
+class-specific maps (the paper's) sit next to class-agnostic ones.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--out", type=Path, default=Path("hfrel-out/demo"), help="folder for the panels")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("hfrel-out/demo"),
+        metavar="DIR",
+        help="folder for the panels (default hfrel-out/demo)",
+    )
     parser.add_argument(
         "--method",
         nargs="+",
@@ -37,8 +44,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=list(DEFAULT_METHODS),
         help=f"methods to show, in order (default: {' '.join(DEFAULT_METHODS)}; see `hfrel methods`)",
     )
-    parser.add_argument("--scenes", type=int, default=4, help=f"how many scenes (1 to {MAX_SCENES}; default 4)")
-    parser.add_argument("--seed", type=int, default=None, help="scene seed (default: the held-out demo seed)")
+    parser.add_argument(
+        "--scenes", type=int, default=4, metavar="N", help=f"how many scenes (1 to {MAX_SCENES}; default 4)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, metavar="S", help="scene seed (default: the held-out demo seed)"
+    )
     parser.set_defaults(run=run)
 
 
