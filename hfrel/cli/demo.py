@@ -14,10 +14,15 @@ import os
 from pathlib import Path
 
 import torch
+from transformers.utils import logging as transformers_logging
 
 import hfrel
+from hfrel import viz
 from hfrel._errors import InputError, MethodError
 from hfrel._methods import METHODS
+from hfrel.datasets import CLASS_NAMES, SceneDataset, load_demo_model, make_scenes
+from hfrel.datasets._demo_model import DEMO_SEED
+from hfrel.datasets._scores import heat_on_objects
 
 DEFAULT_METHODS = ("transformer_attribution", "rollout", "attention")
 MAX_SCENES = 32
@@ -69,14 +74,7 @@ def _check(methods: list[str], scenes: int, seed: int | None, out: Path) -> list
 
 
 def run(args: argparse.Namespace) -> int:
-    from hfrel import viz
-    from hfrel.datasets import CLASS_NAMES, load_demo_model, make_scenes
-    from hfrel.datasets._demo_model import DEMO_SEED
-    from hfrel.datasets._scores import heat_on_objects
-
     methods = _check(args.method, args.scenes, args.seed, args.out)
-    from transformers.utils import logging as transformers_logging
-
     transformers_logging.disable_progress_bar()  # a weight-loading bar for a 0.6 MB model is noise here
     seed = DEMO_SEED if args.seed is None else args.seed
     model, processor = load_demo_model(device="cpu")
@@ -109,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         note = "" if METHODS[name].class_specific else "  (class-agnostic: the same map for every class)"
         print(f"  {name:<{width}}  {specific} of {own.numel()}{note}")
 
-    paths = _write_panels(args.out, scenes, results, methods, probabilities, viz, CLASS_NAMES)
+    paths = _write_panels(args.out, scenes, results, methods, probabilities)
     print(f"\nwrote {len(paths)} panels to {args.out.resolve()}:")
     for path in paths:
         print(f"  {path}")
@@ -118,12 +116,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_panels(
     out: Path,
-    scenes: object,
+    scenes: SceneDataset,
     results: dict[str, hfrel.Explanation],
     methods: list[str],
     probabilities: torch.Tensor,
-    viz: object,
-    class_names: tuple[str, ...],
 ) -> list[Path]:
     """One PNG per scene: the input, then for each method the map of each object's class."""
     out.mkdir(parents=True, exist_ok=True)
@@ -134,12 +130,12 @@ def _write_panels(
         for name in methods:
             for k, label in enumerate(labels):
                 heatmaps.append(results[name].heatmap[i, k])
-                titles.append(f"{class_names[label]} ({probabilities[i, label]:.0%})\n{name}")
+                titles.append(f"{CLASS_NAMES[label]} ({probabilities[i, label]:.0%})\n{name}")
         figure = viz.panel(
             scenes.images[i],
             heatmaps,
             titles,
-            input_title=f"input: {' + '.join(class_names[c] for c in labels)}",
+            input_title=f"input: {' + '.join(CLASS_NAMES[c] for c in labels)}",
         )
         path = out / f"scene_{i}.png"
         partial = out / f".scene_{i}.partial.png"
