@@ -24,8 +24,10 @@ from hfrel.datasets._scores import heat_on_objects, pointing_hits
 
 
 @torch.no_grad()
-def describe_misses(model: torch.nn.Module, scenes: SceneDataset, misses: torch.Tensor, processor: object) -> str:
-    """Which class pairs the paper's method misses, and whether the model uses the missed object at all:
+def describe_misses(
+    method: str, model: torch.nn.Module, scenes: SceneDataset, misses: torch.Tensor, processor: object
+) -> str:
+    """Which class pairs a method misses, and whether the model uses the missed object at all:
     the target logit as is, with its own object painted over, and with the other object painted over
     (painted in the median colour of the scene's background)."""
     scene, target = misses.nonzero(as_tuple=True)
@@ -46,7 +48,7 @@ def describe_misses(model: torch.nn.Module, scenes: SceneDataset, misses: torch.
         f"{CLASS_NAMES[labels[i]]} (next to a {CLASS_NAMES[scenes.labels[scene[i], 1 - target[i]]]})"
         for i in range(len(scene))
     )
-    lines = [f"transformer_attribution misses {len(scene)} maps; the map of:"]
+    lines = [f"{method} misses {len(scene)} maps; the map of:"]
     lines += [f"  {name}: {count}" for name, count in pairs.most_common()]
     lines.append("their target logits (min .. max), which say whether the model uses the missed object:")
     for what, values in (("as is", as_is), ("own object painted over", without_own)):
@@ -79,7 +81,7 @@ def main() -> None:
     pointing = {name: [] for name in names}
     own_heat = {name: [] for name in names}
     other_heat = {name: [] for name in names}
-    top_two, first_class = [], []
+    top_two, first_class, target_probability = [], [], []
     with hfrel.attach(model) as explainer:
         for chunk in torch.arange(len(scenes)).split(args.batch):
             labels, masks = scenes.labels[chunk], scenes.masks[chunk]
@@ -89,6 +91,7 @@ def main() -> None:
             top_two.append((predicted == labels.sort(dim=-1).values).all(dim=-1))
             chances = logits.gather(1, labels)  # the two objects' logits: which one the model ranks first
             first_class.append(chances == chances.amax(dim=1, keepdim=True))
+            target_probability.append(logits.softmax(dim=-1).gather(1, labels))
             for name, exp in results.items():
                 heat = heat_on_objects(exp.heatmap, masks)  # (B, K, K): map of class k on object j
                 own = heat.diagonal(dim1=1, dim2=2)
@@ -117,9 +120,16 @@ def main() -> None:
     for name in names:
         rate = torch.cat(specific[name])
         print(f"| `{name}` | {rate[first].float().mean():.1%} | {rate[~first].float().mean():.1%} |")
-    misses = ~torch.cat(specific["transformer_attribution"])
-    if misses.any():
-        print("\n" + describe_misses(model, scenes, misses, processor))
+    heard = torch.cat(target_probability) >= 0.01
+    paper = torch.cat(specific["transformer_attribution"])
+    print(
+        f"\ntransformer_attribution on the {int(heard.sum())} maps of classes the model gives at least 1%: "
+        f"{int(paper[heard].sum())} class-specific; on the {int((~heard).sum())} others: {int(paper[~heard].sum())}"
+    )
+    for name in ("transformer_attribution", "generic_attention"):
+        misses = ~torch.cat(specific[name])
+        if misses.any():
+            print("\n" + describe_misses(name, model, scenes, misses, processor))
     print(f"\nwall time {time.perf_counter() - wall:.1f} s, CPU time {time.process_time() - cpu:.1f} s")
 
 
