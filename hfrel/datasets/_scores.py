@@ -1,0 +1,24 @@
+"""How a map sits on the objects of a scene: mean heat per object, and the pointing game (batched)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def heat_on_objects(heatmaps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """(B, K, K): mean of the map of target k over the pixels of object j.
+
+    `heatmaps` (B, K, H, W), one map per target class; `masks` (B, K, H, W) bool, object j's pixels.
+    """
+    masks = masks.to(heatmaps.device, torch.float32)
+    totals = torch.einsum("bkhw,bjhw->bkj", heatmaps.float(), masks)
+    areas = masks.flatten(2).sum(dim=-1)  # (B, K)
+    if (areas == 0).any():
+        raise ValueError("every object needs at least one mask pixel")
+    return totals / areas[:, None, :]
+
+
+def pointing_hits(heatmaps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """(B, K) bool: the maximum of the map of target k lies on object k (the first maximum on ties)."""
+    peak = heatmaps.flatten(2).argmax(dim=-1, keepdim=True)  # (B, K, 1)
+    return masks.to(heatmaps.device).flatten(2).gather(-1, peak)[..., 0]
