@@ -208,3 +208,22 @@ def test_gtsegs_bad_items_and_files(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "h5py", None)
     with pytest.raises(InputError, match=r"needs h5py.*pip install 'hfrel\[imagenet-seg\]'"):
         ImagenetSegmentation(path)
+
+
+def test_built_in_scenes_are_items_with_exact_masks():
+    from hfrel.datasets import CLASS_NAMES, make_scenes
+    from hfrel.datasets._demo_model import PROTOCOL_SEED
+    from hfrel.evaluation import SceneData, open_dataset
+
+    single = open_dataset("shapes", count=3)
+    assert isinstance(single, SceneData) and len(single) == 3 and single.labelled
+    pairs = open_dataset("shapes-pairs", count=4)
+    assert len(pairs) == 4 and [pairs.name(i) for i in range(4)] == [
+        "scene_0000_a", "scene_0000_b", "scene_0001_a", "scene_0001_b",
+    ]
+    scenes = make_scenes(2, objects=2, seed=PROTOCOL_SEED)
+    sample = pairs.load(3)
+    assert sample.label == CLASS_NAMES[int(scenes.labels[1, 1])]
+    assert np.array_equal(sample.mask, scenes.masks[1, 1].numpy())
+    expected = (scenes.images[1].permute(1, 2, 0) * 255).round().byte().numpy()
+    assert np.array_equal(np.asarray(sample.image), expected)

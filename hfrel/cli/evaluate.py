@@ -30,7 +30,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         required=True,
         metavar="DIR_OR_FILE",
         help="folder with images/, masks/ (non-zero = object) and labels.csv (header image,label); "
-        "or the ImageNet-segmentation file gtsegs_ijcv.mat (needs h5py, and --target predicted)",
+        "the ImageNet-segmentation file gtsegs_ijcv.mat (needs h5py, and --target predicted); or "
+        "'shapes' / 'shapes-pairs': built-in synthetic scenes with one / two objects (--n items, default 200)",
     )
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="folder for report.json, report.md and perturbation.png"
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out must be a folder; {out} is a file.")
-    data = open_dataset(args.data)  # checked before the (slow) model load
+    data = open_dataset(args.data, count=args.n)  # checked before the (slow) model load
     with contextlib.closing(data) if hasattr(data, "close") else contextlib.nullcontext():
         model, processor = load_classifier(args.model, device=args.device)
         report = evaluate(

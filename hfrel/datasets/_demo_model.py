@@ -22,6 +22,9 @@ DEMO_SEED = 2
 MEASUREMENT_SEED = 3
 """Held-out two-object scenes of the class-specificity measurement (docs/results.md)."""
 
+PROTOCOL_SEED = 4
+"""Held-out scenes of `hfrel evaluate --data shapes` (the paper's protocols on the demo model)."""
+
 
 def demo_model_path() -> Path:
     """The folder of the bundled model: `config.json`, `model.safetensors`, `preprocessor_config.json`.

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hfrel._errors import InputError
@@ -289,8 +290,55 @@ class ImagenetSegmentation:
         self.close()
 
 
-def open_dataset(path: str | Path) -> FolderDataset | ImagenetSegmentation:
-    """A dataset folder (images/, masks/, labels.csv), or an ImageNet-segmentation .mat file."""
+class SceneData:
+    """hfrel's synthetic scenes (`hfrel.datasets`) as evaluation items, generated, never read from disk.
+
+    Each object of each scene is one item: the scene, that object's exact mask and its class name.
+    Held-out scenes (`PROTOCOL_SEED`), never seen by the demo model in training.
+    """
+
+    labelled = True
+
+    def __init__(self, scenes: int = 200, objects: int = 1) -> None:
+        from hfrel.datasets import CLASS_NAMES, make_scenes
+        from hfrel.datasets._demo_model import PROTOCOL_SEED
+
+        self._scenes = make_scenes(scenes, objects=objects, seed=PROTOCOL_SEED)
+        self._names = CLASS_NAMES
+        self.skipped: list[Skipped] = []
+        kind = "one object" if objects == 1 else f"{objects} objects, one item per object"
+        self.source = f"shapes: {scenes} synthetic scenes (seed {PROTOCOL_SEED}, {kind})"
+
+    def __len__(self) -> int:
+        return len(self._scenes) * self._scenes.objects
+
+    def name(self, index: int) -> str:
+        scene, which = divmod(index, self._scenes.objects)
+        return f"scene_{scene:04d}_{'abc'[which]}"
+
+    def load(self, index: int) -> Sample:
+        scene, which = divmod(index, self._scenes.objects)
+        pixels = (self._scenes.images[scene].permute(1, 2, 0) * 255.0).round().to(torch.uint8).numpy()
+        return Sample(
+            name=self.name(index),
+            image=Image.fromarray(pixels, mode="RGB"),
+            mask=self._scenes.masks[scene, which].numpy(),
+            label=self._names[int(self._scenes.labels[scene, which])],
+        )
+
+
+BUILT_IN = {"shapes": 1, "shapes-pairs": 2}
+"""Names `--data` accepts for the built-in scenes -> objects per scene."""
+
+
+def open_dataset(path: str | Path, *, count: int | None = None) -> FolderDataset | ImagenetSegmentation | SceneData:
+    """A dataset folder (images/, masks/, labels.csv), an ImageNet-segmentation .mat file, or a built-in
+    name: "shapes" (single-object synthetic scenes) or "shapes-pairs" (two-object scenes, one item per
+    object); `count` items of those (default 200)."""
+    if str(path) in BUILT_IN and not Path(path).exists():
+        objects = BUILT_IN[str(path)]
+        items = 200 if count is None else count
+        return SceneData(scenes=max(1, -(-items // objects)), objects=objects)
     location = Path(path)
     if location.is_file() and location.suffix.lower() in (".mat", ".h5", ".hdf5"):
         return ImagenetSegmentation(location)
