@@ -32,6 +32,15 @@ _ATTACHED: weakref.WeakKeyDictionary[nn.Module, Explainer] = weakref.WeakKeyDict
 MethodArg = str | Sequence[str]
 
 
+@contextlib.contextmanager
+def _without_autocast() -> Iterator[None]:
+    """Switch off autocast on every device type that has it, for arithmetic that must stay float32."""
+    with contextlib.ExitStack() as stack:
+        for device_type in ("cpu", "cuda"):
+            stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+        yield
+
+
 def attach(model: nn.Module, *, family: FamilySpec | None = None) -> Explainer:
     """Prepare `model` for explanations; use as a context manager or call `detach()` when done.
 
@@ -351,21 +360,23 @@ class Explainer:
         grads = self._gradients(tape, logits, targets, grad_layers)
         onehot = torch.zeros(targets.shape[1], *logits.shape, dtype=torch.float32, device=logits.device)
         onehot.scatter_(-1, targets.T.unsqueeze(-1), 1.0)
-        relevance: dict[str, Relevance] = {
-            rules: propagate(resolved, tape, onehot, rules, depth, pixels)  # type: ignore[arg-type]
-            for rules, (depth, pixels) in rule_depths.items()
-        }
-        evidence = Evidence(
-            probs=[record.probs for record in tape.layers],
-            grads=grads,
-            relevance=relevance,
-            readout=self._readout(tape),
-            patches=slice(resolved.prefix_tokens, resolved.prefix_tokens + self._grid(tape)[0] * self._grid(tape)[1]),
-            start_layer=start_layer,
-            targets=targets.shape[1],
-        )
-        logits = logits.detach()
-        return {m.name: self._explanation(m, evidence, tape, pixel_values, logits, targets, many) for m in chosen}
+        grid_h, grid_w = self._grid(tape)
+        with _without_autocast():  # the rules and methods run in float32 even inside the caller's autocast
+            relevance: dict[str, Relevance] = {
+                rules: propagate(resolved, tape, onehot, rules, depth, pixels)  # type: ignore[arg-type]
+                for rules, (depth, pixels) in rule_depths.items()
+            }
+            evidence = Evidence(
+                probs=[record.probs for record in tape.layers],
+                grads=grads,
+                relevance=relevance,
+                readout=self._readout(tape),
+                patches=slice(resolved.prefix_tokens, resolved.prefix_tokens + grid_h * grid_w),
+                start_layer=start_layer,
+                targets=targets.shape[1],
+            )
+            logits = logits.detach()
+            return {m.name: self._explanation(m, evidence, tape, pixel_values, logits, targets, many) for m in chosen}
 
     def _check_tape(self, tape: Tape) -> None:
         missing = [i for i, record in enumerate(tape.layers) if record.probs is None]

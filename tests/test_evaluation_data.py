@@ -219,7 +219,10 @@ def test_built_in_scenes_are_items_with_exact_masks():
     assert isinstance(single, SceneData) and len(single) == 3 and single.labelled
     pairs = open_dataset("shapes-pairs", count=4)
     assert len(pairs) == 4 and [pairs.name(i) for i in range(4)] == [
-        "scene_0000_a", "scene_0000_b", "scene_0001_a", "scene_0001_b",
+        "scene_0000_a",
+        "scene_0000_b",
+        "scene_0001_a",
+        "scene_0001_b",
     ]
     scenes = make_scenes(2, objects=2, seed=PROTOCOL_SEED)
     sample = pairs.load(3)
