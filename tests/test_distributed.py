@@ -299,6 +299,18 @@ def test_examples_explain_their_predicted_class_unless_a_label_column_is_named(c
         model, processor, rows, tmp_path / "labelled", label_column="label", methods="rollout", progress="never"
     )
     assert labelled["label_column"] == "label"
+    assert [f["input"] for f in labelled["failed"]] == ["example 3"]
+
+    named = [{"image": rows[0]["image"], "label": "Fish"}, {"image": rows[1]["image"], "label": 9}]
+    summary = hfrel.explain_images(model, processor, named, tmp_path / "named", label_column="label", progress="never")
+    assert summary["images"][0]["explained"][0]["index"] == 2  # a class name, case-insensitive
+    assert summary["failed"] == [
+        {
+            "input": "example 1",
+            "error": "example 1's 'label' is 9, but the model has 5 classes [0, 4]: the column must hold the model's "
+            "class indices or class names",
+        }
+    ]
     with hfrel.attach(model) as explainer:
         for image in (image for image in labelled["images"] if image["status"] == "ok"):
             row = rows[image["position"]]
