@@ -141,7 +141,10 @@ def _to_image(value: Any, what: str) -> Image.Image:
     """A dataset's image cell -> upright RGB: a PIL image, a path, an array, or an undecoded
     `datasets` cell ({"bytes": ..., "path": ...})."""
     if isinstance(value, Image.Image):
-        return to_rgb(ImageOps.exif_transpose(value))
+        try:  # `datasets` decodes lazily: a broken file surfaces here
+            return to_rgb(ImageOps.exif_transpose(value))
+        except Exception as error:
+            raise InputError(f"{what} is an image Pillow cannot decode ({type(error).__name__}: {error})") from error
     if isinstance(value, (str, os.PathLike)):
         return load_image(value)
     if isinstance(value, Mapping) and ("bytes" in value or "path" in value):

@@ -301,16 +301,20 @@ def test_examples_explain_their_predicted_class_unless_a_label_column_is_named(c
     assert labelled["label_column"] == "label"
     assert [f["input"] for f in labelled["failed"]] == ["example 3"]
 
+    whole = tmp_path / "whole.png"
+    rows[0]["image"].save(whole)
+    (tmp_path / "cut.png").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    lazy = Image.open(tmp_path / "cut.png")  # as `datasets` hands images over: decoded on first use
     named = [{"image": rows[0]["image"], "label": "Fish"}, {"image": rows[1]["image"], "label": 9}]
+    named.append({"image": lazy, "label": 0})
     summary = hfrel.explain_images(model, processor, named, tmp_path / "named", label_column="label", progress="never")
     assert summary["images"][0]["explained"][0]["index"] == 2  # a class name, case-insensitive
-    assert summary["failed"] == [
-        {
-            "input": "example 1",
-            "error": "example 1's 'label' is 9, but the model has 5 classes [0, 4]: the column must hold the model's "
-            "class indices or class names",
-        }
-    ]
+    assert summary["failed"][0] == {
+        "input": "example 1",
+        "error": "example 1's 'label' is 9, but the model has 5 classes [0, 4]: the column must hold the model's "
+        "class indices or class names",
+    }
+    assert summary["failed"][1]["error"].startswith("example 2's 'image' is an image Pillow cannot decode (OSError")
     with hfrel.attach(model) as explainer:
         for image in (image for image in labelled["images"] if image["status"] == "ok"):
             row = rows[image["position"]]

@@ -47,7 +47,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "explain",
         help="explain images from disk with a local or hub checkpoint",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog="Exit codes: 0 when at least one image was explained; 2 for bad input (no readable image, "
+        epilog="Images already explained in --out with the same model, settings and input are reused. "
+        "Started by a launcher (accelerate launch --multi_gpu --num_processes N --no_python hfrel explain ..., "
+        "or torchrun --nproc_per_node N --no-python hfrel explain ...), the processes share the images. "
+        "Exit codes: 0 when at least one image was explained; 2 for bad input (no readable image, "
         "missing model, unknown label, bad option); 1 for any other failure.",
     )
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files, or folders of images")
