@@ -8,6 +8,7 @@ baselines it compares with, on stock `transformers` models: hooks, no copied mod
 """
 
 from hfrel import _compat  # noqa: F401  (warns on an unsupported transformers release)
+from hfrel._batch import explain_images
 from hfrel._errors import (
     AttachError,
     HfrelError,
@@ -36,6 +37,7 @@ __all__ = [
     "__version__",
     "attach",
     "describe_methods",
+    "explain_images",
     "methods",
     "register_family",
     "supported_models",

@@ -154,7 +154,8 @@ def test_the_summary_lists_every_image_and_every_failure(run, checkpoint):
         listed = [files["panel"], files["maps"]]
         listed += [o[key] for o in files["overlays"] for key in ("file", "original")]
         assert len(files["overlays"]) == 4 and all((out / path).is_file() for path in listed)
-        assert sorted(p.name for p in (out / record["name"]).iterdir()) == sorted(Path(p).name for p in listed)
+        written = sorted(p.name for p in (out / record["name"]).iterdir())
+        assert written == sorted([*(Path(p).name for p in listed), "record.json"])  # record.json: for reruns
 
 
 def test_summary_is_rebuilt_from_per_image_records_in_any_order(run, checkpoint):
@@ -358,14 +359,14 @@ def test_when_every_input_fails_the_summary_still_says_why(capsys, monkeypatch, 
     ]
     summary = json.loads((bad_inputs / "all-bad" / "summary.json").read_text())
     assert summary["explained"] == 0 and [f["input"] for f in summary["failed"]] == ["broken.jpg", "cut.png"]
-    assert sorted(p.name for p in (bad_inputs / "all-bad").iterdir()) == ["summary.json"]
+    assert sorted(p.name for p in (bad_inputs / "all-bad").iterdir()) == ["index.json", "summary.json"]
 
 
 def test_other_failures_exit_1_without_a_traceback(capsys, monkeypatch, bad_inputs, checkpoint):
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(explain_command, "explain_batch", broken)
+    monkeypatch.setattr(hfrel._batch, "explain_batch", broken)
     monkeypatch.chdir(bad_inputs)
     code, _, err = _main(capsys, "explain", "whole.png", "--model", str(checkpoint), "--out", "out-1")
     assert code == 1
