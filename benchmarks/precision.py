@@ -17,16 +17,7 @@ import torch
 import hfrel
 from hfrel.datasets import load_demo_model, make_scenes
 from hfrel.datasets._demo_model import MEASUREMENT_SEED
-
-
-def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of each pair of maps; two constant maps agree (1), one constant map does not (0)."""
-    a, b = a.flatten(-2).double(), b.flatten(-2).double()
-    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
-    norms = a.norm(dim=-1) * b.norm(dim=-1)
-    both_constant = (a.norm(dim=-1) == 0) & (b.norm(dim=-1) == 0)
-    value = torch.where(norms > 0, (a * b).sum(-1) / norms.clamp(min=1e-300), torch.zeros_like(norms))
-    return torch.where(both_constant, torch.ones_like(value), value)
+from hfrel.evaluation import map_correlation
 
 
 def explain(precision: str, pixels: torch.Tensor, labels: torch.Tensor) -> dict[str, hfrel.Explanation]:

@@ -22,7 +22,7 @@ from hfrel._capture import ATTENTION_NAME, Recorder, Tape
 from hfrel._errors import AttachError, HfrelError, InputError, MethodError, UnsupportedModelError
 from hfrel._explanation import Explanation, to_heatmap
 from hfrel._labels import resolve_labels
-from hfrel._lrp import Relevance, _wide, propagate
+from hfrel._lrp import Relevance, propagate, widen
 from hfrel._methods import METHODS, Evidence, Method
 from hfrel.models import _families  # noqa: F401  (registers the built-in families)
 from hfrel.models._spec import FamilySpec, ResolvedModel, find_spec, resolve
@@ -404,7 +404,7 @@ class Explainer:
                 grads = [g.unsqueeze(0) for g in torch.autograd.grad(logits, probs, grad_outputs=onehot[0])]
             else:
                 grads = torch.autograd.grad(logits, probs, grad_outputs=onehot, is_grads_batched=True)
-        return {layer: _wide(grad) for layer, grad in zip(layers, grads, strict=True)}
+        return {layer: widen(grad) for layer, grad in zip(layers, grads, strict=True)}
 
     def _grid(self, tape: Tape) -> tuple[int, int]:
         return tuple(tape.patch_out.shape[-2:])  # type: ignore[union-attr, return-value]

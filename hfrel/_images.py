@@ -32,13 +32,22 @@ def load_image(path: str | Path) -> Image.Image:
     transparency is composited on white (what a viewer shows, and what the model should see).
     Raises InputError for a missing, unreadable, corrupt, truncated or oversized file.
     """
+    return to_rgb(open_upright(path, "image file at"))
+
+
+def open_upright(path: str | Path, missing: str = "file at") -> Image.Image:
+    """A picture file decoded whole, EXIF orientation applied, in its own mode (images and masks alike).
+
+    Raises InputError for a missing ("no <missing> <path>"), unreadable, corrupt, truncated or
+    oversized file.
+    """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"no image file at {path}")
+        raise InputError(f"no {missing} {path}")
     try:
         with Image.open(path) as opened:
             opened.load()
-            upright = ImageOps.exif_transpose(opened)
+            return ImageOps.exif_transpose(opened)
     except UnidentifiedImageError as error:
         raise InputError(f"{path} is not an image file Pillow can read (unsupported format or not an image)") from error
     except Image.DecompressionBombError as error:
@@ -47,7 +56,6 @@ def load_image(path: str | Path) -> Image.Image:
         raise InputError(f"{path} is a corrupt or truncated image ({_first_line(error)})") from error
     except Exception as error:  # a decoder failing its own way on a malformed file: still a bad file
         raise InputError(f"{path} could not be read ({type(error).__name__}: {_first_line(error)})") from error
-    return to_rgb(upright)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -42,7 +42,7 @@ def sdiv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a * safe_inverse(b)
 
 
-def _wide(t: torch.Tensor) -> torch.Tensor:
+def widen(t: torch.Tensor) -> torch.Tensor:
     """The tensor in the relevance arithmetic's precision (float32, or float64 if already so)."""
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
@@ -58,8 +58,8 @@ def linear_rule(x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor, 
     x: (..., Din); relevance: (T, ..., Dout) or (..., Dout). The denominators depend on x alone, so
     they are computed once for all T targets.
     """
-    x = _wide(x)
-    weight = _wide(weight).to(x.device)
+    x = widen(x)
+    weight = widen(weight).to(x.device)
     w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
     x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
     if rules == "cvpr":
@@ -106,8 +106,8 @@ def bounded_conv_rule(
     x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int]
 ) -> torch.Tensor:
     """The z^B rule for the input convolution: pixels bounded by each sample's min and max."""
-    x = _wide(x)
-    weight = _wide(weight).to(x.device)
+    x = widen(x)
+    weight = widen(weight).to(x.device)
     w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
     low = x.amin(dim=(1, 2, 3), keepdim=True).expand_as(x)
     high = x.amax(dim=(1, 2, 3), keepdim=True).expand_as(x)
@@ -165,12 +165,12 @@ class Relevance:
 
 def _head_relevance(resolved: ResolvedModel, tape: Tape, onehot: torch.Tensor, rules: Rules) -> torch.Tensor:
     """Relevance on the pooled sequence (T, B, N, D), from one-hot relevance on the logits (T, B, C)."""
-    seq = _wide(tape.pooled_from)
+    seq = widen(tape.pooled_from)
     if resolved.pooling == "cls+dist":
-        features = torch.cat([_wide(t) for t in tape.head_in], dim=-1)
+        features = torch.cat([widen(t) for t in tape.head_in], dim=-1)
         weight = torch.cat([h.weight.to(seq.device) for h in resolved.heads], dim=1)
     else:
-        features, weight = _wide(tape.head_in[0]), resolved.heads[0].weight
+        features, weight = widen(tape.head_in[0]), resolved.heads[0].weight
     r_features = linear_rule(features, weight, onehot.to(features.device), rules)
     width = seq.shape[-1]
     r_seq = torch.zeros(onehot.shape[0], *seq.shape, dtype=seq.dtype, device=seq.device)
@@ -196,7 +196,7 @@ def _scaled(value: torch.Tensor, scale: torch.Tensor | float | None) -> torch.Te
     if scale is None:
         return value
     if isinstance(scale, torch.Tensor):
-        scale = _wide(scale.detach()).to(value.device)
+        scale = widen(scale.detach()).to(value.device)
     return value * scale
 
 
@@ -209,18 +209,18 @@ def _block_relevance(
     need_input: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One block backwards: returns R_A (after halving) and, if `need_input`, the relevance of the block input."""
-    x = _wide(record.x)
+    x = widen(record.x)
     relevance = relevance.to(x.device)
     scale_attn, scale_mlp = block.scales()
-    mid = x + _scaled(_wide(record.out_out), scale_attn)  # the stream between the two residual adds
-    mlp_branch = _scaled(_wide(record.mlp_out), scale_mlp)
+    mid = x + _scaled(widen(record.out_out), scale_attn)  # the stream between the two residual adds
+    mlp_branch = _scaled(widen(record.mlp_out), scale_mlp)
 
     # MLP half: residual add, second linear, activation (passes), first linear(s), norm (passes), fork.
     r_mlp, r_mid_skip = residual_rule(mlp_branch, mid, relevance, rules)
     r_hidden = linear_rule(record.mlp_h, block.mlp_out.weight, r_mlp, rules)
     if block.mlp_gate is not None:
         # act(gate) * up: a product of two factors, treated like the attention products (halved each).
-        r_hidden = _wide(record.mlp_h) * sdiv(r_hidden, _wide(record.mlp_h)) / 2
+        r_hidden = widen(record.mlp_h) * sdiv(r_hidden, widen(record.mlp_h)) / 2
         weight = torch.cat([block.mlp_gate.weight, block.mlp_in.weight], dim=0)
         r_hidden = torch.cat([r_hidden, r_hidden], dim=-1)
     else:
@@ -229,17 +229,17 @@ def _block_relevance(
     r_mid = fork_rule(mid, r_mid_skip, r_mlp_in)
 
     # Attention half: residual add, output linear, A v, (softmax passes) q k^T, q/k/v linears, fork.
-    attn_branch = _scaled(_wide(record.out_out), scale_attn)
+    attn_branch = _scaled(widen(record.out_out), scale_attn)
     r_attn, r_x_skip = residual_rule(attn_branch, x, r_mid, rules)
     r_context = linear_rule(record.out_in, block.out.weight, r_attn, rules)
     _b, n, _ = r_context.shape[-3:]
     r_context = r_context.reshape(*r_context.shape[:-1], num_heads, -1).transpose(-3, -2)
-    probs, v = _wide(record.probs.detach()), _wide(record.v)
-    context = _wide(record.context) if record.context is not None else probs @ v
+    probs, v = widen(record.probs.detach()), widen(record.v)
+    context = widen(record.context) if record.context is not None else probs @ v
     r_probs, r_v = matmul_rule(probs, v, context, r_context)
     if not need_input:
         return r_probs, None
-    q, k = _wide(record.q), _wide(record.k)
+    q, k = widen(record.q), widen(record.k)
     r_q, r_k = matmul_rule(q, k.transpose(-1, -2), q @ k.transpose(-1, -2), r_probs)
     r_k = r_k.transpose(-1, -2)
     r_qkv = torch.cat([t.transpose(-3, -2).reshape(*t.shape[:-3], n, -1) for t in (r_q, r_k, r_v)], dim=-1)
@@ -252,8 +252,8 @@ def _pixel_relevance(resolved: ResolvedModel, tape: Tape, relevance: torch.Tenso
     """From relevance on the embedded tokens to pixels: position add (z-rule), drop non-patch tokens, z^B conv."""
     patch_out = tape.patch_out
     _b, d, gh, gw = patch_out.shape
-    tokens = _wide(patch_out).flatten(2).transpose(1, 2)  # (B, P, D), before positions are added
-    embedded = _wide(tape.embedded)
+    tokens = widen(patch_out).flatten(2).transpose(1, 2)  # (B, P, D), before positions are added
+    embedded = widen(tape.embedded)
     prefix = resolved.prefix_tokens
     r_tokens = relevance.to(embedded.device)[..., prefix : prefix + gh * gw, :]
     r_tokens = tokens * sdiv(r_tokens, embedded[:, prefix : prefix + gh * gw])
@@ -275,7 +275,7 @@ def propagate(
     weights = _Weights(resolved.model)
     with torch.no_grad():
         with weights.loaded(*resolved.heads):
-            relevance = _head_relevance(resolved, tape, _wide(onehot), rules)
+            relevance = _head_relevance(resolved, tape, widen(onehot), rules)
         attention: dict[int, torch.Tensor] = {}
         totals: dict[int, torch.Tensor] = {}
         last = 0 if to_pixels else down_to

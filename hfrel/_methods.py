@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from hfrel._lrp import Relevance, Rules, _wide
+from hfrel._lrp import Relevance, Rules, widen
 
 
 @dataclass
@@ -74,7 +74,7 @@ def _transformer_attribution(evidence: Evidence) -> torch.Tensor:
 
 def _generic_attention(evidence: Evidence) -> torch.Tensor:
     def contribution(layer: int) -> torch.Tensor:
-        return (evidence.grads[layer] * _wide(evidence.probs[layer].detach())).clamp(min=0).mean(dim=-3)
+        return (evidence.grads[layer] * widen(evidence.probs[layer].detach())).clamp(min=0).mean(dim=-3)
 
     return _rollout_product(evidence, contribution)
 
@@ -82,7 +82,7 @@ def _generic_attention(evidence: Evidence) -> torch.Tensor:
 def _rollout(evidence: Evidence) -> torch.Tensor:
     row: torch.Tensor | None = None
     for layer in range(len(evidence.probs) - 1, evidence.start_layer - 1, -1):
-        mixed = _wide(evidence.probs[layer].detach()).mean(dim=1)
+        mixed = widen(evidence.probs[layer].detach()).mean(dim=1)
         mixed = mixed + torch.eye(mixed.shape[-1], dtype=mixed.dtype, device=mixed.device)
         mixed = mixed / mixed.sum(dim=-1, keepdim=True)
         if row is None:
@@ -92,14 +92,14 @@ def _rollout(evidence: Evidence) -> torch.Tensor:
 
 
 def _attention(evidence: Evidence) -> torch.Tensor:
-    probs = _wide(evidence.probs[-1].detach())
+    probs = widen(evidence.probs[-1].detach())
     row = _row(evidence, probs.clamp(min=0).mean(dim=1))
     return row[..., evidence.patches].expand(evidence.targets, -1, -1)
 
 
 def _attention_gradcam(evidence: Evidence) -> torch.Tensor:
     last = len(evidence.probs) - 1
-    probs = _wide(evidence.probs[last].detach())
+    probs = widen(evidence.probs[last].detach())
     weights = _row(evidence, evidence.grads[last])[..., evidence.patches].mean(dim=-1, keepdim=True)  # (T, B, H, 1)
     rows = _row(evidence, probs)[..., evidence.patches].to(weights.device)  # (B, H, P)
     return (weights * rows).mean(dim=-2).clamp(min=0)

@@ -168,3 +168,15 @@ def test_bad_options():
         foreground(torch.rand(1, 2, 2), "median")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="no positive target"):
         average_precision(torch.rand(2, 3), torch.tensor([[0, 1, 0], [0, 0, 0]]))
+
+
+def test_map_correlation_by_hand():
+    from hfrel.evaluation import map_correlation
+
+    ramp = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    flat = torch.full((2, 2), 5.0)
+    maps = torch.stack([ramp, ramp, flat, flat])
+    other = torch.stack([2 * ramp + 1, -ramp, flat * 2, ramp])
+    torch.testing.assert_close(map_correlation(maps, other), torch.tensor([1.0, -1.0, 1.0, 0.0], dtype=torch.float64))
+    bent = torch.tensor([[0.0, 1.0], [3.0, 2.0]])  # deviations (-1.5, -0.5, 1.5, 0.5) vs (-1.5, -0.5, 0.5, 1.5)
+    assert map_correlation(ramp, bent).item() == pytest.approx(4.0 / 5.0)

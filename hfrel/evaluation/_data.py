@@ -14,10 +14,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from hfrel._errors import InputError
-from hfrel._images import IMAGE_SUFFIXES, load_image
+from hfrel._images import IMAGE_SUFFIXES, load_image, open_upright
 
 LAYOUT = "a folder with images/<name>.png|jpg, masks/<name>.png (non-zero = object) and labels.csv (header image,label)"
 
@@ -72,16 +72,7 @@ def check_sample(name: str, image: Image.Image, mask: np.ndarray) -> None:
 def read_mask(path: Path) -> np.ndarray:
     """An object mask from an image file: (H, W) booleans, True where any colour channel (or, for palette
     images, the palette index) is non-zero; alpha is ignored. EXIF orientation is applied, as for images."""
-    if not path.is_file():
-        raise InputError(f"no mask file {path}")
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            picture = ImageOps.exif_transpose(opened)
-    except UnidentifiedImageError as error:
-        raise InputError(f"{path} is not an image file Pillow can read") from error
-    except (OSError, SyntaxError, ValueError) as error:
-        raise InputError(f"{path} is a corrupt or truncated image ({error})") from error
+    picture = open_upright(path, "mask file")
     array = np.asarray(picture)
     if picture.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         array = array[..., :-1]

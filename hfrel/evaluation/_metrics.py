@@ -256,3 +256,16 @@ def localisation_scores(maps: torch.Tensor, masks: torch.Tensor, threshold: Thre
         relevance_mass=relevance_mass(heat, truth),
         rank_accuracy=rank_accuracy(heat, truth),
     )
+
+
+def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of each pair of maps (last two axes), e.g. the same method in two precisions.
+
+    Two constant maps agree (1); a constant map and a varying one do not (0). Computed in float64.
+    """
+    a, b = a.flatten(-2).double(), b.flatten(-2).double()
+    a, b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
+    norms = a.norm(dim=-1) * b.norm(dim=-1)
+    both_constant = (a.norm(dim=-1) == 0) & (b.norm(dim=-1) == 0)
+    value = torch.where(norms > 0, (a * b).sum(-1) / norms.clamp(min=1e-300), torch.zeros_like(norms))
+    return torch.where(both_constant, torch.ones_like(value), value)
