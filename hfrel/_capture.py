@@ -76,7 +76,10 @@ class LayerRecord:
     context: torch.Tensor | None = None  # A_l v (B, H, N, d)
     out_in: torch.Tensor | None = None  # input of the attention output linear (B, N, D)
     out_out: torch.Tensor | None = None  # its output
+    projections: dict[str, torch.Tensor] = field(default_factory=dict)  # outputs of the q/k/v linears (B, N, H*d)
     mlp_x: torch.Tensor | None = None  # input of the first MLP linear(s)
+    mlp_in_out: torch.Tensor | None = None  # output of the first MLP linear ("up" of a gated MLP)
+    mlp_gate_out: torch.Tensor | None = None  # output of the gate linear of a gated MLP
     mlp_h: torch.Tensor | None = None  # input of the second MLP linear
     mlp_out: torch.Tensor | None = None  # its output
     y: torch.Tensor | None = None  # output of the block
@@ -128,12 +131,14 @@ class Recorder:
             self._hook(undo, block.module, self._on_block(index), pre=True)
             self._hook(undo, block.module, self._on_block_out(index))
             self._hook(undo, block.query, self._on_query(index, eager))
+            self._hook(undo, block.key, self._on_projection(index, "k", eager))
+            self._hook(undo, block.value, self._on_projection(index, "v", eager))
             self._hook(undo, block.out, self._on_out(index))
             self._hook(undo, block.mlp_in, self._on_mlp_in(index))
+            if block.mlp_gate is not None:
+                self._hook(undo, block.mlp_gate, self._on_mlp_gate(index))
             self._hook(undo, block.mlp_out, self._on_mlp_out(index))
             if eager:
-                self._hook(undo, block.key, self._on_key_value(index, "k"))
-                self._hook(undo, block.value, self._on_key_value(index, "v"))
                 self._hook(undo, block.probs_tap, self._on_probs(index), pre=True)  # type: ignore[arg-type]
             else:
                 _ATTENTION_SINKS[block.attention] = self._on_attention(index)
@@ -182,17 +187,20 @@ class Recorder:
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
             if (record := self._layer(index)) is not None:
                 record.attn_in = _first(args, kwargs, "input")
+                record.projections["q"] = output
                 if eager:
                     record.q = _heads(output, heads)
 
         return hook
 
-    def _on_key_value(self, index: int, which: str) -> Callable:
+    def _on_projection(self, index: int, which: str, eager: bool) -> Callable:
         heads = self._resolved.num_heads
 
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
             if (record := self._layer(index)) is not None:
-                setattr(record, which, _heads(output, heads))
+                record.projections[which] = output
+                if eager:
+                    setattr(record, which, _heads(output, heads))
 
         return hook
 
@@ -227,6 +235,14 @@ class Recorder:
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
             if (record := self._layer(index)) is not None:
                 record.mlp_x = _first(args, kwargs, "input")
+                record.mlp_in_out = output
+
+        return hook
+
+    def _on_mlp_gate(self, index: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+            if (record := self._layer(index)) is not None:
+                record.mlp_gate_out = output
 
         return hook
 

@@ -52,19 +52,30 @@ def _sample_sum(t: torch.Tensor) -> torch.Tensor:
     return t.sum(dim=(-2, -1), keepdim=True)
 
 
-def linear_rule(x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor, rules: Rules) -> torch.Tensor:
+def linear_rule(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    relevance: torch.Tensor,
+    rules: Rules,
+    product: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Relevance of the input of `x @ weight.T` (bias ignored), positive and negative parts apart.
 
     x: (..., Din); relevance: (T, ..., Dout) or (..., Dout). The denominators depend on x alone, so
-    they are computed once for all T targets.
+    they are computed once for all T targets. `product`: `x @ weight.T` as the forward pass computed
+    it (bias removed), if it is full precision; the CVPR denominator then takes one matrix product
+    instead of two, since x+ W+ + x- W- = (x W + |x| |W|) / 2.
     """
     x = widen(x)
     weight = widen(weight).to(x.device)
     w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
     x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
     if rules == "cvpr":
-        z = x_pos @ w_pos.T
-        z += x_neg @ w_neg.T
+        if product is not None and product.dtype == x.dtype:
+            z = (x.abs() @ weight.abs().T).add_(product.to(x.device)).mul_(0.5)
+        else:
+            z = x_pos @ w_pos.T
+            z += x_neg @ w_neg.T
         s_pos = s_neg = relevance * safe_inverse(z)
     else:
         s_pos = relevance * safe_inverse(x_pos @ w_pos.T)
@@ -192,6 +203,21 @@ def _head_relevance(resolved: ResolvedModel, tape: Tape, onehot: torch.Tensor, r
     return r_seq
 
 
+def _forward_product(output: torch.Tensor | None, *linears: nn.Linear) -> torch.Tensor | None:
+    """`x @ W.T` recovered from the recorded output of one linear (or of several sharing x, concatenated),
+    bias subtracted; None when the output is not full precision (rounded half-precision outputs would
+    make poor denominators)."""
+    if output is None or output.dtype not in (torch.float32, torch.float64):
+        return None
+    biases = [
+        torch.zeros(linear.out_features, dtype=output.dtype, device=output.device)
+        if linear.bias is None
+        else linear.bias.detach().to(output.device, output.dtype)
+        for linear in linears
+    ]
+    return output.detach() - torch.cat(biases)
+
+
 def _scaled(value: torch.Tensor, scale: torch.Tensor | float | None) -> torch.Tensor:
     if scale is None:
         return value
@@ -217,21 +243,28 @@ def _block_relevance(
 
     # MLP half: residual add, second linear, activation (passes), first linear(s), norm (passes), fork.
     r_mlp, r_mid_skip = residual_rule(mlp_branch, mid, relevance, rules)
-    r_hidden = linear_rule(record.mlp_h, block.mlp_out.weight, r_mlp, rules)
+    r_hidden = linear_rule(
+        record.mlp_h, block.mlp_out.weight, r_mlp, rules, _forward_product(record.mlp_out, block.mlp_out)
+    )
     if block.mlp_gate is not None:
         # act(gate) * up: a product of two factors, treated like the attention products (halved each).
         r_hidden = widen(record.mlp_h) * sdiv(r_hidden, widen(record.mlp_h)) / 2
         weight = torch.cat([block.mlp_gate.weight, block.mlp_in.weight], dim=0)
         r_hidden = torch.cat([r_hidden, r_hidden], dim=-1)
+        product = None
+        if record.mlp_gate_out is not None and record.mlp_in_out is not None:
+            outputs = torch.cat([record.mlp_gate_out, record.mlp_in_out], dim=-1)
+            product = _forward_product(outputs, block.mlp_gate, block.mlp_in)
     else:
         weight = block.mlp_in.weight
-    r_mlp_in = linear_rule(record.mlp_x, weight, r_hidden, rules)
+        product = _forward_product(record.mlp_in_out, block.mlp_in)
+    r_mlp_in = linear_rule(record.mlp_x, weight, r_hidden, rules, product)
     r_mid = fork_rule(mid, r_mid_skip, r_mlp_in)
 
     # Attention half: residual add, output linear, A v, (softmax passes) q k^T, q/k/v linears, fork.
     attn_branch = _scaled(widen(record.out_out), scale_attn)
     r_attn, r_x_skip = residual_rule(attn_branch, x, r_mid, rules)
-    r_context = linear_rule(record.out_in, block.out.weight, r_attn, rules)
+    r_context = linear_rule(record.out_in, block.out.weight, r_attn, rules, _forward_product(record.out_out, block.out))
     _b, n, _ = r_context.shape[-3:]
     r_context = r_context.reshape(*r_context.shape[:-1], num_heads, -1).transpose(-3, -2)
     probs, v = widen(record.probs.detach()), widen(record.v)
@@ -244,7 +277,11 @@ def _block_relevance(
     r_k = r_k.transpose(-1, -2)
     r_qkv = torch.cat([t.transpose(-3, -2).reshape(*t.shape[:-3], n, -1) for t in (r_q, r_k, r_v)], dim=-1)
     weight = torch.cat([block.query.weight, block.key.weight, block.value.weight], dim=0)
-    r_attn_in = linear_rule(record.attn_in, weight, r_qkv, rules)
+    product = None
+    if len(record.projections) == 3:
+        outputs = torch.cat([record.projections[name] for name in "qkv"], dim=-1)
+        product = _forward_product(outputs, block.query, block.key, block.value)
+    r_attn_in = linear_rule(record.attn_in, weight, r_qkv, rules, product)
     return r_probs, fork_rule(x, r_x_skip, r_attn_in)
 
 

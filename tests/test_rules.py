@@ -57,6 +57,15 @@ def test_linear_rule_matches_loops(rules):
     torch.testing.assert_close(linear_rule(x, w, r, rules), slow_linear(x, w, r, rules))
 
 
+def test_linear_rule_with_forward_product_matches_loops():
+    # the forward's x @ W.T replaces one of the two denominator products; the answer must not move
+    x, w, r = rand(3, 5), rand(4, 5), rand(3, 4)
+    torch.testing.assert_close(linear_rule(x, w, r, "cvpr", x @ w.T), slow_linear(x, w, r, "cvpr"))
+    # a product in another precision than the arithmetic's is not used (the exact path runs)
+    wrong = (x @ w.T).float() + 1.0
+    torch.testing.assert_close(linear_rule(x, w, r, "cvpr", wrong), slow_linear(x, w, r, "cvpr"))
+
+
 def test_linear_rule_cvpr_conserves_and_classic_counts_both_parts():
     x, w, r = rand(2, 6, 8), rand(5, 8), rand(2, 6, 5)
     torch.testing.assert_close(linear_rule(x, w, r, "cvpr").sum(), r.sum())
