@@ -78,11 +78,15 @@ class LayerRecord:
     out_out: torch.Tensor | None = None  # its output
     projections: dict[str, torch.Tensor] = field(default_factory=dict)  # outputs of the q/k/v linears (B, N, H*d)
     mlp_x: torch.Tensor | None = None  # input of the first MLP linear(s)
-    mlp_in_out: torch.Tensor | None = None  # output of the first MLP linear ("up" of a gated MLP)
-    mlp_gate_out: torch.Tensor | None = None  # output of the gate linear of a gated MLP
     mlp_h: torch.Tensor | None = None  # input of the second MLP linear
     mlp_out: torch.Tensor | None = None  # its output
     y: torch.Tensor | None = None  # output of the block
+
+    def release(self) -> None:
+        """Drop every activation but A_l, so a relevance pass can free each block as it leaves it."""
+        probs = self.probs
+        self.__init__()  # type: ignore[misc]
+        self.probs = probs
 
 
 @dataclass
@@ -135,8 +139,6 @@ class Recorder:
             self._hook(undo, block.value, self._on_projection(index, "v", eager))
             self._hook(undo, block.out, self._on_out(index))
             self._hook(undo, block.mlp_in, self._on_mlp_in(index))
-            if block.mlp_gate is not None:
-                self._hook(undo, block.mlp_gate, self._on_mlp_gate(index))
             self._hook(undo, block.mlp_out, self._on_mlp_out(index))
             if eager:
                 self._hook(undo, block.probs_tap, self._on_probs(index), pre=True)  # type: ignore[arg-type]
@@ -235,14 +237,6 @@ class Recorder:
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
             if (record := self._layer(index)) is not None:
                 record.mlp_x = _first(args, kwargs, "input")
-                record.mlp_in_out = output
-
-        return hook
-
-    def _on_mlp_gate(self, index: int) -> Callable:
-        def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
-            if (record := self._layer(index)) is not None:
-                record.mlp_gate_out = output
 
         return hook
 

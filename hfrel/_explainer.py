@@ -17,6 +17,7 @@ from typing import Any, overload
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from hfrel._capture import ATTENTION_NAME, Recorder, Tape
 from hfrel._errors import AttachError, HfrelError, InputError, MethodError, UnsupportedModelError
@@ -349,7 +350,7 @@ class Explainer:
         if needs_graph and torch.is_inference_mode_enabled():
             raise HfrelError("these methods need autograd; call explain() outside torch.inference_mode().")
         inputs = pixel_values.detach()
-        with torch.enable_grad() if needs_graph else torch.no_grad():
+        with torch.enable_grad() if needs_graph else torch.no_grad(), record_function("hfrel.forward"):
             if needs_graph:
                 inputs.requires_grad_(True)
             outputs = self._model(pixel_values=inputs, **model_kwargs)
@@ -357,15 +358,18 @@ class Explainer:
         self._check_tape(tape)
         targets, many = resolve_labels(label, logits.detach(), getattr(self._model.config, "id2label", None))
 
-        grads = self._gradients(tape, logits, targets, grad_layers)
+        with record_function("hfrel.gradients"):
+            grads = self._gradients(tape, logits, targets, grad_layers)
         onehot = torch.zeros(targets.shape[1], *logits.shape, dtype=torch.float32, device=logits.device)
         onehot.scatter_(-1, targets.T.unsqueeze(-1), 1.0)
         grid_h, grid_w = self._grid(tape)
         with _without_autocast():  # the rules and methods run in float32 even inside the caller's autocast
-            relevance: dict[str, Relevance] = {
-                rules: propagate(resolved, tape, onehot, rules, depth, pixels)  # type: ignore[arg-type]
-                for rules, (depth, pixels) in rule_depths.items()
-            }
+            with record_function("hfrel.relevance"):
+                relevance: dict[str, Relevance] = {}
+                last_pass = len(rule_depths) - 1
+                for number, (rules, (depth, pixels)) in enumerate(rule_depths.items()):
+                    release = number == last_pass  # the last pass frees each block's activations as it goes
+                    relevance[rules] = propagate(resolved, tape, onehot, rules, depth, pixels, release)  # type: ignore[arg-type]
             evidence = Evidence(
                 probs=[record.probs for record in tape.layers],
                 grads=grads,
@@ -376,7 +380,10 @@ class Explainer:
                 targets=targets.shape[1],
             )
             logits = logits.detach()
-            return {m.name: self._explanation(m, evidence, tape, pixel_values, logits, targets, many) for m in chosen}
+            with record_function("hfrel.maps"):
+                return {
+                    m.name: self._explanation(m, evidence, tape, pixel_values, logits, targets, many) for m in chosen
+                }
 
     def _check_tape(self, tape: Tape) -> None:
         missing = [i for i, record in enumerate(tape.layers) if record.probs is None]

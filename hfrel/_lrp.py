@@ -251,14 +251,11 @@ def _block_relevance(
         r_hidden = widen(record.mlp_h) * sdiv(r_hidden, widen(record.mlp_h)) / 2
         weight = torch.cat([block.mlp_gate.weight, block.mlp_in.weight], dim=0)
         r_hidden = torch.cat([r_hidden, r_hidden], dim=-1)
-        product = None
-        if record.mlp_gate_out is not None and record.mlp_in_out is not None:
-            outputs = torch.cat([record.mlp_gate_out, record.mlp_in_out], dim=-1)
-            product = _forward_product(outputs, block.mlp_gate, block.mlp_in)
     else:
         weight = block.mlp_in.weight
-        product = _forward_product(record.mlp_in_out, block.mlp_in)
-    r_mlp_in = linear_rule(record.mlp_x, weight, r_hidden, rules, product)
+    # no forward product here: the first MLP linear's output is not otherwise kept, and keeping it for
+    # every block costs more memory (about a quarter of forward+backward) than the saved product is worth
+    r_mlp_in = linear_rule(record.mlp_x, weight, r_hidden, rules)
     r_mid = fork_rule(mid, r_mid_skip, r_mlp_in)
 
     # Attention half: residual add, output linear, A v, (softmax passes) q k^T, q/k/v linears, fork.
@@ -307,8 +304,13 @@ def propagate(
     rules: Rules,
     down_to: int,
     to_pixels: bool,
+    release: bool = False,
 ) -> Relevance:
-    """Walk relevance from the logits (one-hot, (T, B, C)) down to block `down_to`, or to the pixels."""
+    """Walk relevance from the logits (one-hot, (T, B, C)) down to block `down_to`, or to the pixels.
+
+    `release`: this is the tape's last relevance pass, so each block's activations (all but A_l) are
+    dropped once the pass has left the block; the peak memory then falls as the pass goes down.
+    """
     weights = _Weights(resolved.model)
     with torch.no_grad():
         with weights.loaded(*resolved.heads):
@@ -323,6 +325,8 @@ def propagate(
                 r_probs, relevance = _block_relevance(
                     block, tape.layers[index], relevance, rules, resolved.num_heads, need_input
                 )
+            if release:
+                tape.layers[index].release()
             attention[index] = r_probs
             if relevance is not None:
                 totals[index] = relevance.sum(dim=(-2, -1))
