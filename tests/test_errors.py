@@ -91,6 +91,13 @@ def test_reserved_model_kwargs(explainer, images):
         explainer.explain(images, labels=torch.zeros(4, dtype=torch.long))
 
 
+def test_gradient_methods_refuse_inference_mode_and_the_others_run(explainer, images):
+    with torch.inference_mode():
+        with pytest.raises(hfrel.HfrelError, match=r"need autograd; call explain\(\) outside torch.inference_mode"):
+            explainer.explain(images, method="transformer_attribution")
+        assert explainer.explain(images, method="rollout").relevance.shape[0] == len(images)
+
+
 def test_unsupported_model_type_names_it_and_lists_supported():
     config = tf.SwinConfig(embed_dim=16, depths=[1, 1], num_heads=[1, 1], image_size=32, patch_size=4, window_size=2)
     model = tf.SwinForImageClassification(config)
