@@ -11,7 +11,7 @@ no memory.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
@@ -84,9 +84,9 @@ class LayerRecord:
 
     def release(self) -> None:
         """Drop every activation but A_l, so a relevance pass can free each block as it leaves it."""
-        probs = self.probs
-        self.__init__()  # type: ignore[misc]
-        self.probs = probs
+        for name in (f.name for f in fields(self) if f.name != "probs"):
+            setattr(self, name, None)
+        self.projections = {}
 
 
 @dataclass

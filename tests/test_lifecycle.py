@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 import torch
 import transformers
 
 import hfrel
+from hfrel._capture import LayerRecord
 from tests import tiny
 from tests.state import assert_same, snapshot
 
@@ -131,3 +134,13 @@ def test_frozen_model_still_gets_gradient_methods(vit, images):
         exp = explainer.explain(images, method="transformer_attribution")
     assert exp.relevance.abs().sum() > 0
     assert all(not param.requires_grad for param in vit.parameters())
+
+
+def test_a_released_record_keeps_only_its_attention_map():
+    tensor, probs = torch.ones(1, 2, 3), torch.ones(1, 1, 2, 2)
+    record = LayerRecord(x=tensor, attn_in=tensor, probs=probs, mlp_h=tensor, projections={"q": tensor})
+    record.release()
+    assert record.probs is probs
+    assert record.projections == {}
+    kept = [f.name for f in fields(record) if getattr(record, f.name) is not None and f.name != "projections"]
+    assert kept == ["probs"]
