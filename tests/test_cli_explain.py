@@ -28,6 +28,7 @@ from hfrel._images import load_image
 from hfrel.cli import explain as explain_command
 from hfrel.cli import main
 from tests import tiny
+from tests.pictures import smooth_image
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = {0: "tabby cat", 1: "dog", 2: "Cat", 3: "cat", 4: "goldfish"}
@@ -48,32 +49,25 @@ def checkpoint(tmp_path_factory) -> Path:
     return folder
 
 
-def _smooth(height: int, width: int, seed: int) -> np.ndarray:
-    """A photo-like image (smooth colour fields), so resampling does not dominate the maps."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-    return np.asarray(Image.fromarray(coarse).resize((width, height), Image.BILINEAR))
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("photos")
     folder = root / "photos"
     folder.mkdir()
-    Image.fromarray(_smooth(48, 64, 0)).save(folder / "rgb.jpg", quality=95)
-    Image.fromarray(_smooth(50, 50, 1)[..., 0]).save(folder / "gray.png")
-    rgba = np.concatenate([_smooth(40, 56, 2), np.full((40, 56, 1), 255, np.uint8)], axis=-1)
+    Image.fromarray(smooth_image(48, 64, 0)).save(folder / "rgb.jpg", quality=95)
+    Image.fromarray(smooth_image(50, 50, 1)[..., 0]).save(folder / "gray.png")
+    rgba = np.concatenate([smooth_image(40, 56, 2), np.full((40, 56, 1), 255, np.uint8)], axis=-1)
     rgba[:10, :, 3] = 0  # a transparent band
     Image.fromarray(rgba, "RGBA").save(folder / "clear.png")
-    Image.fromarray(_smooth(36, 36, 3)).quantize(16).save(folder / "palette.gif")
-    Image.fromarray(_smooth(44, 52, 4)[..., 1].astype(np.uint16) * 257).save(folder / "deep.png")
+    Image.fromarray(smooth_image(36, 36, 3)).quantize(16).save(folder / "palette.gif")
+    Image.fromarray(smooth_image(44, 52, 4)[..., 1].astype(np.uint16) * 257).save(folder / "deep.png")
     exif = Image.Exif()
     exif[0x0112] = 6  # stored 60 wide x 34 high; upright it is 34 wide x 60 high
-    Image.fromarray(_smooth(34, 60, 5)).save(folder / "turned.png", exif=exif)
+    Image.fromarray(smooth_image(34, 60, 5)).save(folder / "turned.png", exif=exif)
     (folder / "broken.jpg").write_bytes(b"this is not a jpeg")
     (folder / "notes.txt").write_text("ignored: not an image suffix")
     (root / "more").mkdir()
-    Image.fromarray(_smooth(40, 40, 6)).save(root / "more" / "rgb.png")  # same stem as photos/rgb.jpg
+    Image.fromarray(smooth_image(40, 40, 6)).save(root / "more" / "rgb.png")  # same stem as photos/rgb.jpg
     return root
 
 
@@ -287,7 +281,7 @@ def bad_inputs(tmp_path_factory, checkpoint) -> Path:
     (root / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     (root / "notes.txt").write_text("words")
     whole = root / "whole.png"
-    Image.fromarray(_smooth(40, 40, 7)).save(whole)
+    Image.fromarray(smooth_image(40, 40, 7)).save(whole)
     (root / "cut.png").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     (root / "empty").mkdir()
     (root / "a-file").write_text("x")

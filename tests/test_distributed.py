@@ -28,6 +28,7 @@ import hfrel
 from hfrel import _batch, viz
 from hfrel.cli import main
 from tests import tiny
+from tests.pictures import smooth_image
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = {0: "cat", 1: "dog", 2: "fish", 3: "bird", 4: "horse"}
@@ -56,12 +57,6 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _smooth(height: int, width: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-    return np.asarray(Image.fromarray(coarse).resize((width, height), Image.BILINEAR))
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """A tiny ViT saved with its image processor, and a folder of 6 images and one unreadable file."""
@@ -74,7 +69,7 @@ def workspace(tmp_path_factory) -> Path:
     photos = root / "photos"
     photos.mkdir()
     for i, name in enumerate(GOOD):
-        Image.fromarray(_smooth(36 + 2 * i, 44 - i, i)).save(photos / f"{name}.png")
+        Image.fromarray(smooth_image(36 + 2 * i, 44 - i, i)).save(photos / f"{name}.png")
     (photos / "broken.jpg").write_bytes(b"not an image")
     return root
 
@@ -275,7 +270,7 @@ def classifier():
 
 
 def _rows(count: int = 5) -> list[dict]:
-    return [{"image": Image.fromarray(_smooth(30 + i, 40, 10 + i)), "label": (i + 1) % 5} for i in range(count)]
+    return [{"image": Image.fromarray(smooth_image(30 + i, 40, 10 + i)), "label": (i + 1) % 5} for i in range(count)]
 
 
 def test_examples_explain_their_predicted_class_unless_a_label_column_is_named(classifier, tmp_path):
@@ -331,7 +326,7 @@ def test_examples_are_reused_by_their_pixels(classifier, tmp_path):
     rows = _rows(3)
     hfrel.explain_images(model, processor, rows, tmp_path, labels=["dog", 4], progress="never")
     before = _files(tmp_path)
-    rows[1] = {"image": Image.fromarray(_smooth(31, 40, 99)), "label": 2}  # same index, other pixels
+    rows[1] = {"image": Image.fromarray(smooth_image(31, 40, 99)), "label": 2}  # same index, other pixels
     summary = hfrel.explain_images(model, processor, rows, tmp_path, labels=["dog", 4], progress="never")
     index = json.loads((tmp_path / "index.json").read_text())
     assert index["shards"][0]["computed"] == ["example 1"]
