@@ -8,20 +8,13 @@ import transformers as tf
 
 import hfrel
 from hfrel.models import registered_families
+from tests import tiny
 from tests.state import assert_same, snapshot
 
 
 def _ijepa():
     torch.manual_seed(0)
-    config = tf.IJepaConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        num_labels=5,
-    )
+    config = tf.IJepaConfig(**tiny.COMMON)  # evaluated in eval mode, so the dropout settings do not matter
     model = tf.IJepaForImageClassification(config).eval()
     with torch.no_grad():
         for param in model.parameters():

@@ -9,6 +9,7 @@ from PIL import Image
 
 import hfrel
 from hfrel.integrations import ExplainCallback
+from tests import tiny
 
 
 class _Images(torch.utils.data.Dataset):
@@ -26,17 +27,7 @@ class _Images(torch.utils.data.Dataset):
 
 def _train(tmp_path, callbacks, report_to="none", steps=6):
     torch.manual_seed(0)
-    config = tf.ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        num_labels=5,
-        hidden_dropout_prob=0.2,
-        attention_probs_dropout_prob=0.2,
-    )
+    config = tf.ViTConfig(**{**tiny.COMMON, "hidden_dropout_prob": 0.2, "attention_probs_dropout_prob": 0.2})
     model = tf.ViTForImageClassification(config)
     args = tf.TrainingArguments(
         output_dir=str(tmp_path),
