@@ -105,7 +105,7 @@ def test_own_logit_as_target_reproduces_the_label_maps(name):
 
 @pytest.mark.parametrize("name", ["beit", "dinov2", "clip"])
 def test_own_logit_as_target_on_mean_pooled_heads(name, pixels):
-    """Gradient and attention methods are exact for any target; the LRP start differs from the mean-pooling head rule."""
+    """Gradient and attention methods are exact for any target; the LRP start differs from the mean-pooling rule."""
     with hfrel.attach(tiny.build(name)) as explainer:
         by_label = explainer.explain(pixels, 2, method=hfrel.methods())
         by_target = explainer.explain(pixels, method=hfrel.methods(), target=lambda outputs: outputs.logits[:, 2])
@@ -121,16 +121,16 @@ def test_own_logit_as_target_on_mean_pooled_heads(name, pixels):
 
 def test_label_and_target_are_exclusive(pixels):
     with hfrel.attach(tiny.build("vit")) as explainer:
-        with pytest.raises(hfrel.LabelError, match="either label .* or target"):
+        with pytest.raises(hfrel.LabelError, match=r"either label .* or target"):
             explainer.explain(pixels, 1, target=lambda outputs: outputs.logits[:, 0])
         with pytest.raises(hfrel.LabelError, match="must be a function"):
             explainer.explain(pixels, target=3)
 
 
 def test_backbone_needs_a_target(pixels):
-    with hfrel.attach(tiny.build("vit-backbone")) as explainer:
-        with pytest.raises(hfrel.LabelError, match="no classification head.*target=fn"):
-            explainer.explain(pixels)
+    explainer = hfrel.attach(tiny.build("vit-backbone"))
+    with explainer, pytest.raises(hfrel.LabelError, match=r"no classification head.*target=fn"):
+        explainer.explain(pixels)
 
 
 @pytest.mark.parametrize(
@@ -145,9 +145,8 @@ def test_backbone_needs_a_target(pixels):
 def test_bad_target_outputs_are_refused(pixels, fn, match):
     model = tiny.build("vit-backbone")
     before = snapshot(model)
-    with hfrel.attach(model) as explainer:
-        with pytest.raises(hfrel.LabelError, match=match):
-            explainer.explain(pixels, target=fn)
+    with hfrel.attach(model) as explainer, pytest.raises(hfrel.LabelError, match=match):
+        explainer.explain(pixels, target=fn)
     assert_same(before, snapshot(model))
 
 
