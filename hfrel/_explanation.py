@@ -56,6 +56,8 @@ class Explanation:
     """(B, num_labels) the model's logits for the batch."""
     start_layer: int | None
     """First block combined (methods that roll out over blocks); None for single-block methods."""
+    text_relevance: torch.Tensor | None = None
+    """Image–text models: (B, L) relevance of each token of the explained prompt, padding exactly 0; else None."""
 
     @property
     def probabilities(self) -> torch.Tensor:
@@ -71,6 +73,7 @@ class Explanation:
             labels=self.labels.cpu(),
             logits=self.logits.cpu(),
             start_layer=self.start_layer,
+            text_relevance=None if self.text_relevance is None else self.text_relevance.cpu(),
         )
 
     def plot(

@@ -24,10 +24,12 @@ class Evidence:
     probs: list[torch.Tensor]  # A_l per block, (B, H, N, N)
     grads: dict[int, torch.Tensor]  # block -> grad of the target logit w.r.t. A_l, (T, B, H, N, N)
     relevance: dict[str, Relevance]  # rule set -> what the relevance walk produced
-    readout: torch.Tensor  # (N,) weight of each token row in the map
+    readout: torch.Tensor  # (N,) weight of each token row in the map, or (B, N): one row set per sequence
     patches: slice  # the patch columns
     start_layer: int
     targets: int  # T
+    probe_probs: torch.Tensor | None = None  # an attention-pooling head's A (B, H, 1, N): the last attention layer
+    probe_grads: torch.Tensor | None = None  # its gradient (T, B, H, 1, N)
 
 
 @dataclass(frozen=True)
@@ -45,82 +47,119 @@ class Method:
     class_specific: bool = True
 
 
-def _row(evidence: Evidence, matrix: torch.Tensor) -> torch.Tensor:
-    """The readout-weighted row of `matrix` (..., N, N) -> (..., N)."""
+def _row(evidence: Evidence, matrix: torch.Tensor, heads: bool = False) -> torch.Tensor:
+    """The readout-weighted row of `matrix` (..., B, [H,] N, N) -> (..., B, [H,] N)."""
     readout = evidence.readout.to(device=matrix.device, dtype=matrix.dtype)
-    return torch.einsum("n,...nm->...m", readout, matrix)
+    if readout.dim() == 2 and heads:
+        readout = readout.unsqueeze(-2)  # (B, 1, N) against (..., B, H, N, N)
+    return (readout.unsqueeze(-2) @ matrix).squeeze(-2)
 
 
-def _rollout_product(evidence: Evidence, contributions: Callable[[int], torch.Tensor]) -> torch.Tensor:
+def _probe_row(evidence: Evidence, contribution: torch.Tensor) -> torch.Tensor:
+    """The probe token's row after the probe layer: mean over heads of its (T, B, H, 1, N) contribution."""
+    return contribution.mean(dim=-3).squeeze(-2)
+
+
+def _rollout_product(
+    evidence: Evidence, contributions: Callable[[int], torch.Tensor], probe: torch.Tensor | None = None
+) -> torch.Tensor:
     """The departure of readout . (I + C_{L-1}) ... (I + C_s) from the readout, over patch columns.
 
     Carried as a vector-matrix chain (O(N^2) per block). With `r` the readout and `d` the departure,
     each block does `d <- d + (r + d) C_l`: the readout itself is never added in, so a mean readout's
     uniform 1/P cannot round away a class-specific part many orders smaller (float32).
+    `probe`: with an attention-pooling head, the probe's row after its own layer (..., N): the readout is
+    then the probe token, which no block reads, so the row starts as `probe` and all of it is departure.
     """
     departure: torch.Tensor | None = None
+    readout = evidence.readout if probe is None else probe
     for layer in range(len(evidence.probs) - 1, evidence.start_layer - 1, -1):
         c = contributions(layer)
-        readout = evidence.readout.to(device=c.device, dtype=c.dtype)
+        row = readout.to(device=c.device, dtype=c.dtype)
+        step = (row.unsqueeze(-2) @ c).squeeze(-2)
         if departure is None:
-            departure = readout @ c  # (..., N): the first block's term, d starting at 0
+            departure = step  # the first block's term, d starting at 0
         else:
             departure = departure.to(c.device)
-            departure = departure + (departure.unsqueeze(-2) @ c).squeeze(-2) + readout @ c
+            departure = departure + (departure.unsqueeze(-2) @ c).squeeze(-2) + step
+    if probe is not None:
+        departure = departure + probe.to(departure.device)  # type: ignore[operator]
     return departure[..., evidence.patches]  # type: ignore[index]
 
 
 def _transformer_attribution(evidence: Evidence) -> torch.Tensor:
-    relevance = evidence.relevance["cvpr"].attention
+    relevance = evidence.relevance["cvpr"]
 
     def contribution(layer: int) -> torch.Tensor:
-        return (evidence.grads[layer] * relevance[layer]).clamp(min=0).mean(dim=-3)
+        return (evidence.grads[layer] * relevance.attention[layer]).clamp(min=0).mean(dim=-3)
 
-    return _rollout_product(evidence, contribution)
+    probe = None
+    if evidence.probe_probs is not None:
+        probe = _probe_row(evidence, (evidence.probe_grads * relevance.probe).clamp(min=0))  # type: ignore[operator]
+    return _rollout_product(evidence, contribution, probe)
 
 
 def _generic_attention(evidence: Evidence) -> torch.Tensor:
     def contribution(layer: int) -> torch.Tensor:
         return (evidence.grads[layer] * widen(evidence.probs[layer].detach())).clamp(min=0).mean(dim=-3)
 
-    return _rollout_product(evidence, contribution)
+    probe = None
+    if evidence.probe_probs is not None:
+        product = evidence.probe_grads * widen(evidence.probe_probs.detach())  # type: ignore[operator]
+        probe = _probe_row(evidence, product.clamp(min=0))
+    return _rollout_product(evidence, contribution, probe)
 
 
 def _rollout(evidence: Evidence) -> torch.Tensor:
     """Departure of readout . B_{L-1} ... B_s from the readout, with B_l = I + D_l (rows of D_l sum to 0)."""
     departure: torch.Tensor | None = None
+    readout = evidence.readout
+    if evidence.probe_probs is not None:  # the probe's row of (mean_h A_p + I), normalised: half on itself
+        readout = widen(evidence.probe_probs.detach()).mean(dim=1).squeeze(-2) / 2
     for layer in range(len(evidence.probs) - 1, evidence.start_layer - 1, -1):
         mixed = widen(evidence.probs[layer].detach()).mean(dim=1)
         eye = torch.eye(mixed.shape[-1], dtype=mixed.dtype, device=mixed.device)
         mixed = mixed + eye
         # B_l - I: the diagonal subtraction is exact, B_l's diagonal lying in [1/2, 1]
         change = mixed / mixed.sum(dim=-1, keepdim=True) - eye
-        readout = evidence.readout.to(device=change.device, dtype=change.dtype)
-        step = readout @ change  # (B, N)
+        row = readout.to(device=change.device, dtype=change.dtype)
+        step = (row.unsqueeze(-2) @ change).squeeze(-2)  # (B, N)
         if departure is not None:
             departure = departure.to(change.device)
             step = step + departure + (departure.unsqueeze(-2) @ change).squeeze(-2)
         departure = step
+    if evidence.probe_probs is not None:
+        departure = departure + readout.to(departure.device)  # type: ignore[operator]
     return departure[..., evidence.patches].expand(evidence.targets, -1, -1)  # type: ignore[index]
 
 
 def _attention(evidence: Evidence) -> torch.Tensor:
-    probs = widen(evidence.probs[-1].detach())
-    row = _row(evidence, probs.clamp(min=0).mean(dim=1))
+    if evidence.probe_probs is not None:  # the last attention layer is the probe's; its row is the readout
+        row = widen(evidence.probe_probs.detach()).clamp(min=0).mean(dim=1).squeeze(-2)
+    else:
+        row = _row(evidence, widen(evidence.probs[-1].detach()).clamp(min=0).mean(dim=1))
     return row[..., evidence.patches].expand(evidence.targets, -1, -1)
 
 
 def _attention_gradcam(evidence: Evidence) -> torch.Tensor:
-    last = len(evidence.probs) - 1
-    probs = widen(evidence.probs[last].detach())
-    weights = _row(evidence, evidence.grads[last])[..., evidence.patches].mean(dim=-1, keepdim=True)  # (T, B, H, 1)
-    rows = _row(evidence, probs)[..., evidence.patches].to(weights.device)  # (B, H, P)
-    return (weights * rows).mean(dim=-2).clamp(min=0)
+    if evidence.probe_probs is not None:
+        grads = evidence.probe_grads.squeeze(-2)  # type: ignore[union-attr]  (T, B, H, N)
+        rows = widen(evidence.probe_probs.detach()).squeeze(-2)[..., evidence.patches]
+    else:
+        last = len(evidence.probs) - 1
+        grads = _row(evidence, evidence.grads[last], heads=True)
+        rows = _row(evidence, widen(evidence.probs[last].detach()), heads=True)[..., evidence.patches]
+    weights = grads[..., evidence.patches].mean(dim=-1, keepdim=True)  # (T, B, H, 1)
+    return (weights * rows.to(weights.device)).mean(dim=-2).clamp(min=0)
 
 
 def _partial_lrp(evidence: Evidence) -> torch.Tensor:
-    relevance = evidence.relevance["classic"].attention[len(evidence.probs) - 1]
-    return _row(evidence, relevance.clamp(min=0).mean(dim=-3))[..., evidence.patches]
+    relevance = evidence.relevance["classic"]
+    if evidence.probe_probs is not None:
+        row = relevance.probe.clamp(min=0).mean(dim=-3).squeeze(-2)  # type: ignore[union-attr]
+    else:
+        row = _row(evidence, relevance.attention[len(evidence.probs) - 1].clamp(min=0).mean(dim=-3))
+    return row[..., evidence.patches]
 
 
 def _lrp(evidence: Evidence) -> torch.Tensor:

@@ -114,6 +114,12 @@ def _clip_vision_config() -> object:
     return tf.CLIPVisionConfig(**vision, projection_dim=16)
 
 
+def _siglip_vision_config() -> object:
+    vision = {k: v for k, v in COMMON.items() if k not in ("num_labels", "hidden_dropout_prob")}
+    vision["attention_dropout"] = vision.pop("attention_probs_dropout_prob")
+    return tf.SiglipVisionConfig(**vision)
+
+
 def _dinov2_config(config_class: type, **extra: object) -> object:
     keep = {k: v for k, v in COMMON.items() if k not in ("num_labels", "intermediate_size")}
     return config_class(**keep, mlp_ratio=2, **extra)
@@ -133,14 +139,59 @@ BACKBONES: dict[str, Callable[[], Case]] = {
     ),
     "clip-vision": lambda: (tf.CLIPVisionModel, _clip_vision_config()),
     "clip-vision-projection": lambda: (tf.CLIPVisionModelWithProjection, _clip_vision_config()),
+    "siglip-vision": lambda: (tf.SiglipVisionModel, _siglip_vision_config()),
 }
 """Backbones without a head, explained with `target=`."""
+
+
+def _image_text_configs() -> tuple[dict, dict]:
+    vision = {k: v for k, v in COMMON.items() if k not in ("num_labels", "hidden_dropout_prob")}
+    vision["attention_dropout"] = vision.pop("attention_probs_dropout_prob")
+    text = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, vocab_size=40)
+    text.update(max_position_embeddings=16, bos_token_id=2, eos_token_id=3, pad_token_id=0)
+    return vision, text
+
+
+def _clip_model() -> Case:
+    vision, text = _image_text_configs()
+    return tf.CLIPModel, tf.CLIPConfig(vision_config=vision, text_config=text, projection_dim=12)
+
+
+def _metaclip2_model() -> Case:
+    vision, text = _image_text_configs()
+    return tf.MetaClip2Model, tf.MetaClip2Config(vision_config=vision, text_config=text, projection_dim=12)
+
+
+def _siglip_model() -> Case:
+    vision, text = _image_text_configs()
+    text["projection_size"] = 32  # SigLIP's text head maps to the vision width
+    return tf.SiglipModel, tf.SiglipConfig(vision_config=vision, text_config=text)
+
+
+IMAGE_TEXT: dict[str, Callable[[], Case]] = {
+    "clip-model": _clip_model,
+    "metaclip2-model": _metaclip2_model,
+    "siglip-model": _siglip_model,
+}
+"""Image–text models, explained against prompts (`prompts()` gives token ids for them)."""
+
+
+def prompts(name: str) -> dict[str, torch.Tensor]:
+    """Three padded prompts of 3, 5 and 2 words as a processor would give them: BOS words EOS, then padding."""
+    words = [[7, 8, 9], [10, 11, 12, 13, 14], [15, 16]]
+    length = 2 + max(len(w) for w in words)
+    ids = torch.zeros(len(words), length, dtype=torch.long)
+    mask = torch.zeros(len(words), length, dtype=torch.long)
+    for row, w in enumerate(words):
+        ids[row, : len(w) + 2] = torch.tensor([2, *w, 3])
+        mask[row, : len(w) + 2] = 1
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 def build(name: str, seed: int = 0, std: float = 0.3, attn_implementation: str | None = None) -> torch.nn.Module:
     """A tiny model of case `name`, with seeded random weights, in eval mode (default attention: sdpa)."""
     torch.manual_seed(seed)
-    model_class, config = {**CASES, **BACKBONES}[name]()
+    model_class, config = {**CASES, **BACKBONES, **IMAGE_TEXT}[name]()
     if attn_implementation is None:
         model = model_class(config)
     else:
@@ -149,4 +200,6 @@ def build(name: str, seed: int = 0, std: float = 0.3, attn_implementation: str |
         for param_name, param in model.named_parameters():
             if param.dim() >= 2 or any(k in param_name for k in ("token", "position", "embedding", "lambda")):
                 param.normal_(0.0, std)
+            if param_name in ("logit_scale", "logit_bias"):
+                param.fill_(1.0 if param_name == "logit_scale" else -1.0)
     return model.eval()

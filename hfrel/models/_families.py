@@ -226,6 +226,24 @@ CLIP_VISION = FamilySpec(
     notes="the CLIP vision tower alone; pooler_output (and image_embeds) come from CLS after post_layernorm",
 )
 
+SIGLIP_VISION = FamilySpec(
+    name="siglip-vision",
+    model_types=("siglip_vision_model",),
+    classes=("SiglipVisionModel",),
+    embeddings="vision_model.embeddings|embeddings",
+    final_norm="vision_model.post_layernorm|post_layernorm",
+    heads=(),
+    pooling="probe",
+    probe="vision_model.head|head",
+    prefix_tokens=0,
+    attention="self_attn",
+    query="self_attn.q_proj",
+    key="self_attn.k_proj",
+    value="self_attn.v_proj",
+    out="self_attn.out_proj",
+    notes="the SigLIP vision tower: no CLS; pooler_output is an attention-pooling probe over all tokens",
+)
+
 BUILTIN_FAMILIES = (
     VIT,
     DEIT,
@@ -241,6 +259,7 @@ BUILTIN_FAMILIES = (
     DINOV2_BACKBONE,
     DINOV2_REGISTERS_BACKBONE,
     CLIP_VISION,
+    SIGLIP_VISION,
 )
 
 for _spec in BUILTIN_FAMILIES:

@@ -19,16 +19,19 @@ from torch import nn
 from hfrel._compat import SUPPORTED_TRANSFORMERS
 from hfrel._errors import UnsupportedModelError
 
-Pooling = Literal["cls", "cls+dist", "mean", "cls+mean"]
+Pooling = Literal["cls", "cls+dist", "mean", "cls+mean", "token", "probe"]
 """How the classification head reads the token sequence.
 
 - "cls": the first token;
 - "cls+dist": the first two tokens (CLS, distillation), each with its own head, logits averaged;
 - "mean": the mean of the patch tokens;
-- "cls+mean": the first token concatenated with the mean of the patch tokens.
+- "cls+mean": the first token concatenated with the mean of the patch tokens;
+- "token": one token per sequence, at a position the explainer gives (a text tower's EOS or last token);
+- "probe": an attention-pooling head (a learned query attending over all tokens, SigLIP), whose
+  attention hfrel treats as the last attention layer.
 """
 
-POOLINGS: tuple[str, ...] = ("cls", "cls+dist", "mean", "cls+mean")
+POOLINGS: tuple[str, ...] = ("cls", "cls+dist", "mean", "cls+mean", "token", "probe")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,12 @@ class FamilySpec:
     model's own eager attention class, swapped in while attached so attention probabilities exist."""
     probs_tap: str | None = None
     """With `eager_attention`: the block-relative module that receives the attention probabilities."""
+    tower: str | None = None
+    """Submodule holding this spec's blocks (an image–text model's "vision_model" or "text_model"); None: the model."""
+    modality: Literal["image", "text"] = "image"
+    """"image": patch tokens from a convolution; "text": token embeddings (no pixels, no patch grid)."""
+    probe: str | None = None
+    """With pooling "probe": the attention-pooling head (probe, `nn.MultiheadAttention`, layernorm, MLP)."""
     notes: str = field(default="", compare=False)
     """One line for the docs: what differs from plain ViT."""
 
@@ -86,6 +95,8 @@ class FamilySpec:
             raise ValueError(f"pooling must be one of {POOLINGS} or a callable, got {self.pooling!r}")
         if self.pooling == "cls+dist" and self.heads and len(self.heads) != 2:
             raise ValueError('pooling "cls+dist" needs two heads (CLS head, distillation head)')
+        if (self.pooling == "probe") != (self.probe is not None):
+            raise ValueError('pooling "probe" and probe go together: give both or neither')
         if (self.eager_attention is None) != (self.probs_tap is None):
             raise ValueError("eager_attention and probs_tap go together: give both or neither")
 
@@ -112,6 +123,16 @@ class Block:
 
 
 @dataclass
+class Probe:
+    """An attention-pooling head: `a = MHA(probe, h, h)`, `pooled = a + MLP(LN(a))`, read at the probe's row."""
+
+    module: nn.Module
+    attention: nn.MultiheadAttention
+    mlp_in: nn.Linear
+    mlp_out: nn.Linear
+
+
+@dataclass
 class ResolvedModel:
     """A spec bound to one live model: every role is a real module."""
 
@@ -120,7 +141,7 @@ class ResolvedModel:
     config: object
     blocks: list[Block]
     embeddings: nn.Module
-    patch_conv: nn.Conv2d
+    patch_conv: nn.Conv2d | None  # None for a text tower
     final_norm: nn.Module | None
     heads: list[nn.Linear]
     pooling: Pooling
@@ -130,6 +151,7 @@ class ResolvedModel:
     image_size: tuple[int, int]
     num_channels: int
     num_labels: int
+    probe: Probe | None = None
 
 
 _REGISTRY: list[FamilySpec] = []
@@ -149,9 +171,11 @@ def registered_families() -> list[FamilySpec]:
 
 
 def supported_models() -> dict[str, list[str]]:
-    """Model classes hfrel can explain, by `model_type`."""
+    """Model classes hfrel can explain, by `model_type` (image–text models included)."""
+    from hfrel.models._image_text import image_text_specs  # that module builds on this one
+
     table: dict[str, list[str]] = {}
-    for spec in reversed(_REGISTRY):
+    for spec in [*reversed(_REGISTRY), *image_text_specs()]:
         for model_type in spec.model_types:
             names = table.setdefault(model_type, [])
             names.extend(c for c in spec.classes if c not in names)
@@ -246,6 +270,16 @@ def _resolve_block(spec: FamilySpec, block: nn.Module, where: str) -> Block:
     )
 
 
+def _resolve_probe(model: nn.Module, path: str, where: str) -> Probe:
+    head = _need(model, path, nn.Module, "attention-pooling head", where)
+    return Probe(
+        module=head,
+        attention=_need(head, "attention", nn.MultiheadAttention, "probe attention", where),
+        mlp_in=_need(head, "mlp.fc1", nn.Linear, "probe MLP first linear", where),
+        mlp_out=_need(head, "mlp.fc2", nn.Linear, "probe MLP second linear", where),
+    )
+
+
 def _find_blocks(spec: FamilySpec, model: nn.Module) -> list[nn.Module]:
     """The blocks: the one ModuleList whose every child carries the query and MLP roles."""
     candidates = []
@@ -279,10 +313,11 @@ def resolve(spec: FamilySpec, model: nn.Module) -> ResolvedModel:
     config = model.config
     vision = getattr(config, spec.vision_config) if spec.vision_config else config
     where = f"{type(model).__name__} ({spec.name})"
-    blocks = [_resolve_block(spec, b, f"{where} block {i}") for i, b in enumerate(_find_blocks(spec, model))]
+    tower = _need(model, spec.tower, nn.Module, "tower", where) if spec.tower else model
+    blocks = [_resolve_block(spec, b, f"{where} block {i}") for i, b in enumerate(_find_blocks(spec, tower))]
     embeddings = _need(model, spec.embeddings, nn.Module, "embeddings module", where)
     convs = [m for m in embeddings.modules() if isinstance(m, nn.Conv2d)]
-    if len(convs) != 1:
+    if spec.modality == "image" and len(convs) != 1:
         raise UnsupportedModelError(
             f"{where}: expected one patch-embedding Conv2d in the embeddings, found {len(convs)}"
         )
@@ -295,20 +330,22 @@ def resolve(spec: FamilySpec, model: nn.Module) -> ResolvedModel:
     num_labels = heads[0].out_features if heads else 0
     if pooling == "cls+mean" and heads and heads[0].in_features != 2 * blocks[0].out.out_features:
         raise UnsupportedModelError(f"{where}: a CLS+mean head must take twice the hidden size")
+    image = spec.modality == "image"
     return ResolvedModel(
         spec=spec,
         model=model,
         config=vision,
         blocks=blocks,
         embeddings=embeddings,
-        patch_conv=convs[0],
+        patch_conv=convs[0] if image else None,
         final_norm=final_norm,
         heads=heads,
         pooling=pooling,
         prefix_tokens=int(prefix),
         num_heads=int(vision.num_attention_heads),
-        patch_size=_pair(convs[0].stride),
-        image_size=_pair(vision.image_size),
-        num_channels=int(convs[0].in_channels),
+        patch_size=_pair(convs[0].stride) if image else (1, 1),
+        image_size=_pair(vision.image_size) if image else (0, 0),
+        num_channels=int(convs[0].in_channels) if image else 0,
         num_labels=int(num_labels),
+        probe=_resolve_probe(model, spec.probe, where) if spec.probe else None,
     )
