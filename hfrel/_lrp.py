@@ -299,7 +299,8 @@ def _block_relevance(
     _b, n, _ = r_context.shape[-3:]
     r_context = r_context.reshape(*r_context.shape[:-1], num_heads, -1).transpose(-3, -2)
     probs, v = widen(record.probs.detach()), widen(record.v)
-    context = widen(record.context) if record.context is not None else probs @ v
+    # A_l v is the output linear's input, heads side by side: read it back rather than keep a copy
+    context = widen(record.out_in).reshape(*record.out_in.shape[:-1], num_heads, -1).transpose(-3, -2)
     r_probs, r_v = matmul_rule(probs, v, context, r_context)
     if not need_input:
         return r_probs, None
