@@ -294,7 +294,7 @@ class Recorder:
         out = module.out_proj(merged)
         record = tape.probe = LayerRecord(probs=probs)
         if tape.activations:
-            record.attn_in, record.q, record.k, record.v, record.context = key, q, k, v, context
+            record.attn_in, record.q, record.k, record.v = key, q, k, v  # A v: out_in, by heads
             record.projections = {"k": chunks[1], "v": chunks[2]}
             record.out_in, record.out_out = merged, out
         return (out, *output[1:]) if isinstance(output, tuple) else out

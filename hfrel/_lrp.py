@@ -267,7 +267,8 @@ def _probe_relevance(
     heads = attention.num_heads
     r_context = r_context.reshape(*r_context.shape[:-1], heads, -1).transpose(-3, -2)  # (T, B, H, 1, d)
     probs, v, q, k = (widen(t) for t in (record.probs.detach(), record.v, record.q, record.k))  # type: ignore[union-attr]
-    r_probs, r_v = matmul_rule(probs, v, widen(record.context), r_context)
+    context = widen(record.out_in).reshape(*record.out_in.shape[:-1], heads, -1).transpose(-3, -2)  # type: ignore[union-attr]
+    r_probs, r_v = matmul_rule(probs, v, context, r_context)
     r_q, r_k = matmul_rule(q, k.transpose(-1, -2), q @ k.transpose(-1, -2), r_probs)
     r_k = r_k.transpose(-1, -2)
     tokens = record.attn_in.shape[1]  # type: ignore[union-attr]
