@@ -86,7 +86,8 @@ def test_prompts_ranked_overlays_panel_and_text_figures(name, checkpoints, photo
     processor = tf.AutoProcessor.from_pretrained(checkpoints[name])
     for record in summary["images"]:
         photo = Image.open(photos / f"{record['name']}.png").convert("RGB")
-        inputs = processor(text=PROMPTS, images=[photo], return_tensors="pt", padding=True)
+        padding = {"padding": "max_length", "max_length": 16} if name == "siglip-model" else {"padding": True}
+        inputs = processor(text=PROMPTS, images=[photo], return_tensors="pt", **padding)
         with torch.no_grad():
             logits = model(**inputs).logits_per_image[0]
         expected = logits.softmax(-1) if name == "clip-model" else logits.sigmoid()

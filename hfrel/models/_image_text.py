@@ -40,6 +40,8 @@ class ImageTextSpec:
     """(input_ids (B, L), text config) -> the position each prompt's embedding is read from (B,)."""
     probabilities: Literal["softmax", "sigmoid"]
     """How prompt logits become probabilities: softmax over prompts (CLIP) or a sigmoid each (SigLIP)."""
+    text_padding: Literal["longest", "max_length"] = "longest"
+    """How `hfrel explain --text` pads prompts: SigLIP was trained on prompts padded to its full length."""
     logit_scale: str = "logit_scale"
     logit_bias: str | None = None
     notes: str = field(default="", compare=False)
@@ -153,6 +155,7 @@ SIGLIP_MODEL = ImageTextSpec(
     ),
     text_readout=last_token,
     probabilities="sigmoid",
+    text_padding="max_length",
     logit_bias="logit_bias",
     notes="image: attention-pooling probe; text: last token; scaled cosine plus a bias, read with a sigmoid",
 )

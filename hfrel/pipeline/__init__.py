@@ -158,6 +158,7 @@ def run(request: Request, source: ModelSource, *, names: dict[str, str] = API_NA
         label_column=request.label_column,
         prompts=prompts if pair is not None else None,
         probabilities=pair.probabilities if pair is not None else "softmax",
+        text_padding=_text_padding(model, pair),
     )
     text = request.model_name or str(getattr(config, "name_or_path", "") or type(model).__name__)
     console = Console(verbose=request.verbose, progress=request.progress, processes=processes)
@@ -176,6 +177,13 @@ def run(request: Request, source: ModelSource, *, names: dict[str, str] = API_NA
     if request.verbose and processes.main:
         console.write(closing_line(outcome, out), sys.stdout)
     return outcome
+
+
+def _text_padding(model: torch.nn.Module, pair: Any) -> int | None:
+    """The length prompts are padded to: the text tower's full length for models trained so (SigLIP)."""
+    if pair is None or pair.text_padding != "max_length":
+        return None
+    return int(model.config.text_config.max_position_embeddings)
 
 
 def _check_prompts(request: Request, names: dict[str, str]) -> tuple[str, ...] | None:

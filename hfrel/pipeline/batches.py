@@ -170,7 +170,10 @@ def explain_batch(
         label = torch.tensor([entry.photo.label for entry in batch], dtype=torch.long)
     methods = list(settings.methods)
     if settings.prompts is not None:
-        inputs = processor(text=list(settings.prompts), images=photos, return_tensors="pt", padding=True)
+        padding: dict[str, Any] = {"padding": True}
+        if settings.text_padding is not None:
+            padding = {"padding": "max_length", "max_length": settings.text_padding, "truncation": True}
+        inputs = processor(text=list(settings.prompts), images=photos, return_tensors="pt", **padding)
         pixel_values = inputs["pixel_values"]
         results = explainer.explain(**inputs, label=label, method=methods, start_layer=settings.start_layer)
         image_processor = getattr(processor, "image_processor", processor)

@@ -41,6 +41,7 @@ class Settings:
     label_column: str | None = None  # examples only: explain the class this column names
     prompts: tuple[str, ...] | None = None  # image–text models: every prompt is explained, classes are prompts
     probabilities: str = "softmax"  # how logits read as probabilities: "softmax" over classes, or a "sigmoid" each
+    text_padding: int | None = None  # prompts padded to this many tokens (SigLIP); None: to the longest prompt
 
 
 def check_options(
