@@ -189,3 +189,40 @@ def test_prompts_are_required(name, pixels):
 def test_prompt_index_out_of_range(pixels):
     with hfrel.attach(tiny.build("clip-model")) as explainer, pytest.raises(hfrel.LabelError, match="out of range"):
         explainer.explain(pixels, 3, **tiny.prompts("clip-model"))
+
+
+def test_siglip_generic_attention_equals_the_probe_definition_computed_by_hand():
+    """float64, independent of hfrel's capture: the probe's attention recomputed by hand from the module's weights,
+    the encoder's from `output_attentions`; row = mean_h(clamp(grad * A_p, 0)), then row += row @ C_l down the blocks."""
+    model = tiny.build("siglip-model", attn_implementation="eager").double()
+    prompts = tiny.prompts("siglip-model")
+    pixels = torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    with hfrel.attach(tiny.build("siglip-model").double()) as explainer:
+        exp = explainer.explain(pixels, [1, 2], method="generic_attention", **prompts)
+    text = torch.nn.functional.normalize(model.get_text_features(**prompts).pooler_output, dim=-1).detach()
+    head = model.vision_model.head
+    width, heads = head.attention.embed_dim, head.attention.num_heads
+    for b, k in enumerate([1, 2]):
+        vision = model.vision_model(pixel_values=pixels[b : b + 1], output_attentions=True)
+        hidden = vision.last_hidden_state  # after post_layernorm
+        weight, bias = head.attention.in_proj_weight, head.attention.in_proj_bias
+        q = head.probe @ weight[:width].T + bias[:width]  # (1, 1, D)
+        key = hidden @ weight[width : 2 * width].T + bias[width : 2 * width]
+        value = hidden @ weight[2 * width :].T + bias[2 * width :]
+
+        def split(x):
+            return x.view(1, x.shape[1], heads, -1).transpose(1, 2)
+
+        probe = torch.softmax(split(q) @ split(key).transpose(-1, -2) / (width // heads) ** 0.5, dim=-1)
+        probe.retain_grad()
+        attended = head.attention.out_proj((probe @ split(value)).transpose(1, 2).reshape(1, 1, width))
+        pooled = (attended + head.mlp(head.layernorm(attended)))[:, 0]
+        logit = model.logit_scale.exp() * (torch.nn.functional.normalize(pooled, dim=-1) @ text[k]) + model.logit_bias
+        for attention in vision.attentions:
+            attention.retain_grad()
+        logit.sum().backward()
+        row = (probe.grad * probe).clamp(min=0).mean(dim=1)[0, 0]  # (N,)
+        for attention in reversed(vision.attentions):
+            contribution = (attention.grad * attention).clamp(min=0).mean(dim=1)[0]
+            row = row + row @ contribution
+        assert _parity(exp.relevance[b].flatten(), row) < 1e-6
