@@ -193,7 +193,7 @@ def test_prompt_index_out_of_range(pixels):
 
 def test_siglip_generic_attention_equals_the_probe_definition_computed_by_hand():
     """float64, independent of hfrel's capture: the probe's attention recomputed by hand from the module's weights,
-    the encoder's from `output_attentions`; row = mean_h(clamp(grad * A_p, 0)), then row += row @ C_l down the blocks."""
+    the encoder's from `output_attentions`; row = mean_h(clamp(grad * A_p, 0)), then row += row @ C_l per block."""
     model = tiny.build("siglip-model", attn_implementation="eager").double()
     prompts = tiny.prompts("siglip-model")
     pixels = torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
