@@ -85,7 +85,8 @@ class Explanation:
 
     @property
     def probabilities(self) -> torch.Tensor:
-        """Softmax of the logits, (B, num_labels)."""
+        """Softmax of the logits, (B, num_labels); for SigLIP's prompts read `logits.sigmoid()` instead
+        (`Explainer.prompt_probabilities` says which)."""
         return self.logits.float().softmax(dim=-1)
 
     def cpu(self) -> Explanation:
