@@ -10,7 +10,6 @@ import pytest
 import torch
 import transformers as tf
 from PIL import Image
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 import hfrel
 from hfrel import viz
@@ -18,30 +17,13 @@ from hfrel.cli import main
 from tests import tiny
 from tests.pictures import smooth_image
 
-WORDS = ["<pad>", "<unk>", "<s>", "</s>", "a", "photo", "of", "cat", "dog", "red", "disk", "ring"]
 PROMPTS = ["a photo of a cat", "a red disk", "a dog"]
 METHODS = ["transformer_attribution", "generic_attention"]
 
 
-def _tokenizer() -> tf.PreTrainedTokenizerFast:
-    """A word-level tokenizer built offline: <s> words </s>, padded with <pad> (ids as in tests/tiny.py)."""
-    vocab = {word: index for index, word in enumerate(WORDS)}
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)]
-    )
-    return tf.PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
-
-
 def _save(name: str, folder: Path) -> Path:
-    model = tiny.build(name)
-    model.save_pretrained(folder)
-    image_processor = tf.CLIPImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32})
-    processor_class = tf.SiglipProcessor if name.startswith("siglip") else tf.CLIPProcessor
-    processor_class(image_processor=image_processor, tokenizer=_tokenizer()).save_pretrained(folder)
+    tiny.build(name).save_pretrained(folder)
+    tiny.image_text_processor(name).save_pretrained(folder)
     return folder
 
 

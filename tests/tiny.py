@@ -188,6 +188,31 @@ def prompts(name: str) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
+TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "a", "photo", "of", "cat", "dog", "red", "disk", "ring"]
+
+
+def tokenizer() -> tf.PreTrainedTokenizerFast:
+    """A word-level tokenizer built offline (`TOKENS`): <s> words </s>, padded with <pad>; ids as `prompts` uses."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {word: index for index, word in enumerate(TOKENS)}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)]
+    )
+    return tf.PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+
+
+def image_text_processor(name: str) -> object:
+    """The processor of an image–text case: the tiny tokenizer and an image processor to 32x32 (resize 40, crop)."""
+    image_processor = tf.CLIPImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32})
+    processor_class = tf.SiglipProcessor if name.startswith("siglip") else tf.CLIPProcessor
+    return processor_class(image_processor=image_processor, tokenizer=tokenizer())
+
+
 def build(name: str, seed: int = 0, std: float = 0.3, attn_implementation: str | None = None) -> torch.nn.Module:
     """A tiny model of case `name`, with seeded random weights, in eval mode (default attention: sdpa)."""
     torch.manual_seed(seed)
