@@ -3,11 +3,12 @@
 Per image it writes, into `<out>/<name>/`, an overlay per (class, method), the paper's panel, the raw
 maps (maps.npz) and, last, record.json: the image's summary record plus a fingerprint of everything
 that determined those files, so a rerun reuses what is already done. `<out>/summary.json` is built
-from the records in any order (`summarise`) and `<out>/index.json` says which process did what.
+from the records in any order (`summarise`), `<out>/index.json` says which process did what, and
+`<out>/index.html` (hfrel._html) shows every image's maps in a browser.
 
 Launched as several processes (`accelerate launch`, `torchrun`), each process takes every N-th input
 (`items[rank::world]`), the records are gathered on the main process, and it alone writes
-summary.json and index.json: the same files as a one-process run.
+summary.json, index.json and index.html: the same files as a one-process run.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from PIL import Image, ImageOps
 
 import hfrel
 from hfrel._errors import HfrelError, InputError, LabelError, MethodError
+from hfrel._html import INDEX_PAGE, write_index
 from hfrel._images import Problem, find_images, load_image, model_view, output_names, to_original, to_rgb
 from hfrel._labels import check_index, class_names, label_from_name
 
@@ -222,7 +224,7 @@ def items_from(
             f"(to explain in-memory images, pass examples such as [{{'image': pil_image}}, ...])"
         )
     found, problems = find_images(paths)
-    names = output_names(found, [SUMMARY, INDEX])
+    names = output_names(found, [SUMMARY, INDEX, INDEX_PAGE])
     return [Item(i, name, FileSource(path)) for i, (path, name) in enumerate(zip(found, names, strict=True))], problems
 
 
@@ -679,6 +681,7 @@ def explain_items(
     if processes.main:
         write_summary(settings.out, summary)
         _write_json(settings.out / INDEX, index)
+        write_index(settings.out)  # index.html, rendered from summary.json alone
     if explained == 0:
         raise InputError(f"none of the {inputs} inputs could be explained; see {settings.out / SUMMARY}")
     return Outcome(summary, index, inputs, index["reused"], processes)

@@ -334,6 +334,7 @@ def test_examples_are_reused_by_their_pixels(classifier, tmp_path):
     after = _files(tmp_path)
     assert sorted({p.split("/")[0] for p in before if after[p] != before[p]}) == [
         "example-000001",
+        "index.html",  # example 1's new predictions are on the page
         "index.json",
         "summary.json",
     ]
