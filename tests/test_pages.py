@@ -163,3 +163,15 @@ def test_report_page_in_a_browser(tmp_path):
         )
         assert rows == ["transformer_attribution", "rollout"]
         assert "no mask file" in driver.find_element("css selector", ".skipped").text
+
+
+def test_a_missing_browser_fails_in_ci_and_skips_elsewhere(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no chromium, no chromedriver
+    monkeypatch.delenv("HFREL_CHROMIUM", raising=False)
+    monkeypatch.delenv("HFREL_CHROMEDRIVER", raising=False)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="must not be skipped in CI"):
+        browser.start_browser()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium chromium-driver"):
+        browser.start_browser()
