@@ -35,7 +35,7 @@ def index_page(scratch: Path, out: Path) -> Path:
         processor,
         photos,
         run,
-        methods=["transformer_attribution", "rollout", "attention"],
+        method=["transformer_attribution", "rollout", "attention"],
         progress="never",
         model_name="the bundled demo model",
     )
@@ -54,7 +54,7 @@ def report_page(scratch: Path, out: Path) -> Path:
         model,
         processor,
         open_dataset("shapes", count=16),
-        methods=["transformer_attribution", "generic_attention", "rollout", "attention", "attention_gradcam"],
+        method=["transformer_attribution", "generic_attention", "rollout", "attention", "attention_gradcam"],
         progress=False,
     )
     report["model"] = "the bundled demo model"

@@ -43,7 +43,7 @@ def run(tmp_path_factory, classifier) -> Path:
     (folder / "broken.png").write_bytes(b"not a picture")
     model, processor = classifier
     out = root / "out"
-    hfrel.explain_images(model, processor, folder, out, labels=[0, 3], methods=METHODS, progress="never")
+    hfrel.explain_images(model, processor, folder, out, label=[0, 3], method=METHODS, progress="never")
     return out
 
 
@@ -68,7 +68,7 @@ def test_index_is_the_same_after_a_rerun(run, classifier):
     before = (run / INDEX_PAGE).read_bytes()
     model, processor = classifier
     summary = hfrel.explain_images(
-        model, processor, run.parent / "photos", run, labels=[0, 3], methods=METHODS, progress="never"
+        model, processor, run.parent / "photos", run, label=[0, 3], method=METHODS, progress="never"
     )
     assert summary["explained"] == 3
     assert (run / INDEX_PAGE).read_bytes() == before
