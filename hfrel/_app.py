@@ -29,11 +29,12 @@ from hfrel import viz
 from hfrel._errors import HfrelError, InputError
 from hfrel._images import load_image, model_view
 from hfrel._labels import class_names, label_from_name
+from hfrel._options import DEFAULT_METHOD
 
 if TYPE_CHECKING:
     import gradio
 
-DEFAULT_METHOD = "transformer_attribution"
+
 COLORMAPS = ("jet", "turbo", "viridis", "inferno", "magma", "plasma", "coolwarm", "gray")
 IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"]
 TOP_K = 5
