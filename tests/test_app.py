@@ -135,7 +135,11 @@ def test_bad_options_exit_2_before_loading(capsys):
 def test_the_app_in_a_browser_and_from_gradio_client(tmp_path, pictures):
     """One server for every check: a bad upload, then a good one, in the page; then /explain from the client."""
     browser.require_module("gradio", "app")
-    with browser.app_server(log=tmp_path / "app.log") as url, browser.browser() as driver:
+    big = tmp_path / "big.png"  # random pixels do not compress: well over the limit below
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)).save(big)
+    assert big.stat().st_size > 200_000
+    server = browser.app_server("--max-file-size", "100kb", log=tmp_path / "app.log")
+    with server as url, browser.browser() as driver:
         driver.get(url)
         browser.upload(driver, pictures / "bad.png")
         browser.wait_until(
@@ -172,3 +176,6 @@ def test_the_app_in_a_browser_and_from_gradio_client(tmp_path, pictures):
 
         with pytest.raises(AppError, match=r"unknown class name 'dsik'.*Close matches: 'disk' \(0\)"):
             client.predict(handle_file(str(pictures / "photo.png")), "dsik", [], api_name="/explain")
+        with pytest.raises(Exception, match=r"(?i)too large|size"):  # refused by the server, before hfrel
+            client.predict(handle_file(str(big)), "", [], api_name="/explain")
+        assert client.predict(handle_file(str(pictures / "photo.png")), "", [], api_name="/explain")[0]

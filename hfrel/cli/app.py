@@ -15,6 +15,7 @@ import ipaddress
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from hfrel._errors import InputError
 from hfrel._loading import load_classifier, resolve_device
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
                 f"hfrel app: serving on {args.host}: anyone who can reach this machine can use the app", file=sys.stderr
             )
         explorer = Explorer(model, processor, model_text=text)
+        previous = _stop_on_sigterm()
         try:
             serve(
                 build_app(explorer, examples),
@@ -82,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
             )
         finally:
             explorer.close()
+            if previous is not None:
+                import signal
+
+                signal.signal(signal.SIGTERM, previous)
     return 0
 
 
@@ -98,3 +104,17 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _stop_on_sigterm() -> Any:
+    """SIGTERM (a service manager, a test stopping the server) shuts down like Ctrl-C: the model is
+    detached and the temporary files are deleted on the way out. Returns the handler it replaced."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, interrupt)
