@@ -293,7 +293,8 @@ def _pixel_relevance(resolved: ResolvedModel, tape: Tape, relevance: torch.Tenso
     r_tokens = tokens * sdiv(r_tokens, embedded[:, prefix : prefix + gh * gw])
     r_grid = r_tokens.transpose(-1, -2).reshape(*r_tokens.shape[:-2], d, gh, gw)
     conv = resolved.patch_conv
-    r_pixels = bounded_conv_rule(tape.patch_in, conv.weight, r_grid, conv.stride, conv.padding)
+    padding = (0, 0) if conv.padding == "valid" else conv.padding  # SigLIP spells no padding "valid"
+    r_pixels = bounded_conv_rule(tape.patch_in, conv.weight, r_grid, conv.stride, padding)
     return r_pixels.sum(dim=-3)
 
 

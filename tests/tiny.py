@@ -81,13 +81,39 @@ def _dinov2_registers() -> Case:
     return tf.Dinov2WithRegistersForImageClassification, config
 
 
-def _clip() -> Case:
+def _towers() -> tuple[dict, dict]:
+    """Vision and text sub-configs of the tiny image-text families (CLIP, MetaCLIP 2, SigLIP)."""
     vision = {k: v for k, v in COMMON.items() if k not in ("num_labels", "hidden_dropout_prob")}
     vision["attention_dropout"] = vision.pop("attention_probs_dropout_prob")
     text = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=64)
     text.update(bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    return vision, text
+
+
+def _clip() -> Case:
+    vision, text = _towers()
     config = tf.CLIPConfig(vision_config=vision, text_config=text, num_labels=COMMON["num_labels"])
     return tf.CLIPForImageClassification, config
+
+
+def _metaclip_2() -> Case:
+    vision, text = _towers()
+    config = tf.MetaClip2Config(vision_config=vision, text_config=text, num_labels=COMMON["num_labels"])
+    return tf.MetaClip2ForImageClassification, config
+
+
+def _siglip() -> Case:
+    vision, text = _towers()
+    config = tf.SiglipConfig(vision_config=vision, text_config=text, num_labels=COMMON["num_labels"])
+    return tf.SiglipForImageClassification, config
+
+
+def _vit_msn() -> Case:
+    return tf.ViTMSNForImageClassification, tf.ViTMSNConfig(**COMMON)
+
+
+def _ijepa() -> Case:
+    return tf.IJepaForImageClassification, tf.IJepaConfig(**COMMON)
 
 
 CASES: dict[str, Callable[[], Case]] = {
@@ -101,6 +127,10 @@ CASES: dict[str, Callable[[], Case]] = {
     "dinov2-swiglu": _dinov2_swiglu,
     "dinov2-registers": _dinov2_registers,
     "clip": _clip,
+    "vit-msn": _vit_msn,
+    "ijepa": _ijepa,
+    "metaclip-2": _metaclip_2,
+    "siglip": _siglip,
 }
 
 
