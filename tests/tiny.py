@@ -134,10 +134,22 @@ CASES: dict[str, Callable[[], Case]] = {
 }
 
 
+def _siglip2() -> Case:
+    vision, text = _towers()
+    del vision["image_size"]
+    vision["num_patches"] = 16  # a 4 x 4 grid of position embeddings, resized to each image's own grid
+    config = tf.Siglip2Config(vision_config=vision, text_config=text, num_labels=COMMON["num_labels"])
+    return tf.Siglip2ForImageClassification, config
+
+
+NAFLEX_CASES: dict[str, Callable[[], Case]] = {"siglip2": _siglip2}
+"""NaFlex models take images already cut into patches, each at its own aspect ratio (tests/test_naflex.py)."""
+
+
 def build(name: str, seed: int = 0, std: float = 0.3, attn_implementation: str | None = None) -> torch.nn.Module:
     """A tiny model of case `name`, with seeded random weights, in eval mode (default attention: sdpa)."""
     torch.manual_seed(seed)
-    model_class, config = CASES[name]()
+    model_class, config = {**CASES, **NAFLEX_CASES}[name]()
     if attn_implementation is None:
         model = model_class(config)
     else:

@@ -193,6 +193,21 @@ SIGLIP = FamilySpec(
     **_CLIP_ROLES,
 )
 
+SIGLIP2 = FamilySpec(
+    name="siglip2",
+    model_types=("siglip2",),
+    classes=("Siglip2ForImageClassification",),
+    embeddings="vision_model.embeddings",
+    final_norm="vision_model.post_layernorm",
+    pooling="mean",
+    prefix_tokens=0,
+    interpolation="always",
+    patch_layout="naflex",
+    notes="NaFlex: each image at its own aspect ratio, cut into patches by the processor and padded; no CLS "
+    "token; head on the mean of each image's real tokens",
+    **_CLIP_ROLES,
+)
+
 BUILTIN_FAMILIES = (
     VIT,
     DEIT,
@@ -206,6 +221,7 @@ BUILTIN_FAMILIES = (
     IJEPA,
     METACLIP_2,
     SIGLIP,
+    SIGLIP2,
 )
 
 for _spec in BUILTIN_FAMILIES:
