@@ -60,16 +60,28 @@ def _patch_mean(evidence: Evidence, rows: torch.Tensor) -> torch.Tensor:
     return (rows * weights).sum(dim=-1, keepdim=True)
 
 
+def _times(rows: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """Each image's row times its matrix: (..., B, N) x (..., B, N, N) -> (..., B, N)."""
+    return (rows.unsqueeze(-2) @ matrices).squeeze(-2)
+
+
 def _rollout_product(evidence: Evidence, contributions: Callable[[int], torch.Tensor]) -> torch.Tensor:
-    """readout . (I + C_{L-1}) ... (I + C_s) over patch columns, as a vector-matrix chain (O(N^2) per block)."""
-    row: torch.Tensor | None = None
+    """The departure of readout . (I + C_{L-1}) ... (I + C_s) from the readout, over patch columns.
+
+    Carried as a vector-matrix chain (O(N^2) per block). With `r` the readout and `d` the departure,
+    each block does `d <- d + (r + d) C_l`: the readout itself is never added in, so a mean readout's
+    uniform 1/P cannot round away a class-specific part many orders smaller (float32).
+    """
+    departure: torch.Tensor | None = None
     for layer in range(len(evidence.probs) - 1, evidence.start_layer - 1, -1):
         c = contributions(layer)
-        if row is None:
-            row = evidence.readout.to(device=c.device, dtype=c.dtype).expand(*c.shape[:-2], -1).unsqueeze(-2)
-        row = row.to(c.device)
-        row = row + row @ c
-    return row.squeeze(-2)[..., evidence.patches]
+        readout = evidence.readout.to(device=c.device, dtype=c.dtype)
+        if departure is None:
+            departure = _times(readout, c)  # (..., B, N): the first block's term, d starting at 0
+        else:
+            departure = departure.to(c.device)
+            departure = departure + _times(departure, c) + _times(readout, c)
+    return departure[..., evidence.patches]  # type: ignore[index]
 
 
 def _transformer_attribution(evidence: Evidence) -> torch.Tensor:
@@ -89,15 +101,21 @@ def _generic_attention(evidence: Evidence) -> torch.Tensor:
 
 
 def _rollout(evidence: Evidence) -> torch.Tensor:
-    row: torch.Tensor | None = None
+    """Departure of readout . B_{L-1} ... B_s from the readout, with B_l = I + D_l (rows of D_l sum to 0)."""
+    departure: torch.Tensor | None = None
     for layer in range(len(evidence.probs) - 1, evidence.start_layer - 1, -1):
         mixed = widen(evidence.probs[layer].detach()).mean(dim=1)
-        mixed = mixed + torch.eye(mixed.shape[-1], dtype=mixed.dtype, device=mixed.device)
-        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
-        if row is None:
-            row = evidence.readout.to(device=mixed.device, dtype=mixed.dtype).expand(mixed.shape[0], -1).unsqueeze(1)
-        row = row.to(mixed.device) @ mixed
-    return row.squeeze(1)[..., evidence.patches].expand(evidence.targets, -1, -1)
+        eye = torch.eye(mixed.shape[-1], dtype=mixed.dtype, device=mixed.device)
+        mixed = mixed + eye
+        # B_l - I: the diagonal subtraction is exact, B_l's diagonal lying in [1/2, 1]
+        change = mixed / mixed.sum(dim=-1, keepdim=True) - eye
+        readout = evidence.readout.to(device=change.device, dtype=change.dtype)
+        step = _times(readout, change)  # (B, N)
+        if departure is not None:
+            departure = departure.to(change.device)
+            step = step + departure + _times(departure, change)
+        departure = step
+    return departure[..., evidence.patches].expand(evidence.targets, -1, -1)  # type: ignore[index]
 
 
 def _attention(evidence: Evidence) -> torch.Tensor:

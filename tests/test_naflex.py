@@ -13,7 +13,7 @@ import transformers as tf
 from torch.nn import functional as F
 
 import hfrel
-from hfrel._lrp import propagate
+from hfrel._lrp import head_start, propagate
 from tests import tiny
 from tests.state import assert_same, snapshot
 
@@ -125,7 +125,8 @@ def test_cvpr_relevance_is_conserved_through_every_block():
         onehot = torch.zeros(2, *logits.shape, dtype=torch.float64)
         onehot[0, :, 0] = 1.0
         onehot[1, :, 3] = 1.0
-        relevance = propagate(explainer._resolved, tape, onehot, "cvpr", down_to=0, to_pixels=False)
+        start = head_start(explainer._resolved, tape, onehot)
+        relevance = propagate(explainer._resolved, tape, start, "cvpr", down_to=0, to_pixels=False)
     for total in relevance.totals.values():
         torch.testing.assert_close(total, torch.ones(2, 3, dtype=torch.float64), rtol=1e-7, atol=1e-7)
 
@@ -196,7 +197,7 @@ def _slow_maps(attentions, shapes):
         for t in range(n):
             r, c = divmod(t, cols)
             raw[r, c] = sum(readout[q] * last[:, q, t].mean() for q in range(n))
-            rolled[r, c] = row[t]
+            rolled[r, c] = row[t] - readout[t]  # the map is the departure from the readout (docs/methods.md)
         attention.append(raw)
         rollout.append(rolled)
     return attention, rollout
