@@ -198,7 +198,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="DeiT-small shape, batch 8 only")
     parser.add_argument("--shapes", default="deit-small,vit-base")
     parser.add_argument("--batches", default="1,8,32")
-    parser.add_argument("--methods", default=",".join(hfrel.methods()))
+    parser.add_argument("--method", action="append", help="method to time; repeat for several (default: all)")
     parser.add_argument("--repeats", type=int, default=5, help="counted rounds per cell (median reported)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
@@ -209,7 +209,7 @@ def main() -> None:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else args.device)
     if args.device == "auto" and device.type != "cuda":
         device = torch.device("cpu")
-    methods = args.methods.split(",")
+    methods = args.method or hfrel.methods()
     results: dict = {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
