@@ -24,8 +24,9 @@ class Evidence:
     probs: list[torch.Tensor]  # A_l per block, (B, H, N, N)
     grads: dict[int, torch.Tensor]  # block -> grad of the target logit w.r.t. A_l, (T, B, H, N, N)
     relevance: dict[str, Relevance]  # rule set -> what the relevance walk produced
-    readout: torch.Tensor  # (N,) weight of each token row in the map, or (B, N): one row set per sequence
+    readout: torch.Tensor  # (B, N) weight of each token row in each image's (or prompt's) map
     patches: slice  # the patch columns
+    patch_weights: torch.Tensor | None  # (B, P) weights of a mean over each image's patches; None: 1/P each
     start_layer: int
     targets: int  # T
     probe_probs: torch.Tensor | None = None  # an attention-pooling head's A (B, H, 1, N): the last attention layer
@@ -47,12 +48,23 @@ class Method:
     class_specific: bool = True
 
 
-def _row(evidence: Evidence, matrix: torch.Tensor, heads: bool = False) -> torch.Tensor:
-    """The readout-weighted row of `matrix` (..., B, [H,] N, N) -> (..., B, [H,] N)."""
+def _row(evidence: Evidence, matrix: torch.Tensor) -> torch.Tensor:
+    """Each image's readout-weighted row of per-head matrices: (..., B, H, N, N) -> (..., B, H, N)."""
     readout = evidence.readout.to(device=matrix.device, dtype=matrix.dtype)
-    if readout.dim() == 2 and heads:
-        readout = readout.unsqueeze(-2)  # (B, 1, N) against (..., B, H, N, N)
-    return (readout.unsqueeze(-2) @ matrix).squeeze(-2)
+    return torch.einsum("bn,...bhnm->...bhm", readout, matrix)
+
+
+def _patch_mean(evidence: Evidence, rows: torch.Tensor) -> torch.Tensor:
+    """Mean over each image's patch columns (..., B, H, P) -> (..., B, H, 1); NaFlex padding excluded."""
+    if evidence.patch_weights is None:
+        return rows.mean(dim=-1, keepdim=True)
+    weights = evidence.patch_weights.to(device=rows.device, dtype=rows.dtype).unsqueeze(-2)  # (B, 1, P)
+    return (rows * weights).sum(dim=-1, keepdim=True)
+
+
+def _times(rows: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """Each image's row times its matrix: (..., B, N) x (..., B, N, N) -> (..., B, N)."""
+    return (rows.unsqueeze(-2) @ matrices).squeeze(-2)
 
 
 def _probe_row(evidence: Evidence, contribution: torch.Tensor) -> torch.Tensor:
@@ -78,10 +90,10 @@ def _rollout_product(
         row = readout.to(device=c.device, dtype=c.dtype)
         step = (row.unsqueeze(-2) @ c).squeeze(-2)
         if departure is None:
-            departure = step  # the first block's term, d starting at 0
+            departure = step  # (..., B, N): the first block's term, d starting at 0
         else:
             departure = departure.to(c.device)
-            departure = departure + (departure.unsqueeze(-2) @ c).squeeze(-2) + step
+            departure = departure + _times(departure, c) + step
     if probe is not None:
         departure = departure + probe.to(departure.device)  # type: ignore[operator]
     return departure[..., evidence.patches]  # type: ignore[index]
@@ -123,10 +135,10 @@ def _rollout(evidence: Evidence) -> torch.Tensor:
         # B_l - I: the diagonal subtraction is exact, B_l's diagonal lying in [1/2, 1]
         change = mixed / mixed.sum(dim=-1, keepdim=True) - eye
         row = readout.to(device=change.device, dtype=change.dtype)
-        step = (row.unsqueeze(-2) @ change).squeeze(-2)  # (B, N)
+        step = _times(row, change)  # (B, N)
         if departure is not None:
             departure = departure.to(change.device)
-            step = step + departure + (departure.unsqueeze(-2) @ change).squeeze(-2)
+            step = step + departure + _times(departure, change)
         departure = step
     if evidence.probe_probs is not None:
         departure = departure + readout.to(departure.device)  # type: ignore[operator]
@@ -137,7 +149,8 @@ def _attention(evidence: Evidence) -> torch.Tensor:
     if evidence.probe_probs is not None:  # the last attention layer is the probe's; its row is the readout
         row = widen(evidence.probe_probs.detach()).clamp(min=0).mean(dim=1).squeeze(-2)
     else:
-        row = _row(evidence, widen(evidence.probs[-1].detach()).clamp(min=0).mean(dim=1))
+        probs = widen(evidence.probs[-1].detach())
+        row = _row(evidence, probs.clamp(min=0)).mean(dim=-2)  # the row is linear: its head mean is the mean's row
     return row[..., evidence.patches].expand(evidence.targets, -1, -1)
 
 
@@ -147,9 +160,9 @@ def _attention_gradcam(evidence: Evidence) -> torch.Tensor:
         rows = widen(evidence.probe_probs.detach()).squeeze(-2)[..., evidence.patches]
     else:
         last = len(evidence.probs) - 1
-        grads = _row(evidence, evidence.grads[last], heads=True)
-        rows = _row(evidence, widen(evidence.probs[last].detach()), heads=True)[..., evidence.patches]
-    weights = grads[..., evidence.patches].mean(dim=-1, keepdim=True)  # (T, B, H, 1)
+        grads = _row(evidence, evidence.grads[last])
+        rows = _row(evidence, widen(evidence.probs[last].detach()))[..., evidence.patches]
+    weights = _patch_mean(evidence, grads[..., evidence.patches])  # (T, B, H, 1)
     return (weights * rows.to(weights.device)).mean(dim=-2).clamp(min=0)
 
 
@@ -158,7 +171,7 @@ def _partial_lrp(evidence: Evidence) -> torch.Tensor:
     if evidence.probe_probs is not None:
         row = relevance.probe.clamp(min=0).mean(dim=-3).squeeze(-2)  # type: ignore[union-attr]
     else:
-        row = _row(evidence, relevance.attention[len(evidence.probs) - 1].clamp(min=0).mean(dim=-3))
+        row = _row(evidence, relevance.attention[len(evidence.probs) - 1].clamp(min=0)).mean(dim=-2)
     return row[..., evidence.patches]
 
 

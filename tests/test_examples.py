@@ -34,3 +34,16 @@ def test_trainer_callback_example(tmp_path):
     assert f"wrote {panel}" in done.stdout
     with Image.open(panel) as image:
         assert image.height > image.width  # four rows of scenes
+
+
+def test_train_zero_shot_model_example_writes_the_bundled_layout(tmp_path):
+    """Two steps only: the script runs offline and writes a CLIP folder with the same tokenizer as the bundled one."""
+    from hfrel.datasets import zero_shot_model_path
+
+    out = tmp_path / "zero_shot"
+    done = _run("train_zero_shot_model.py", "--out", str(out), "--steps", "2", "--batch", "8", "--held-out", "12")
+    assert done.returncode == 0, done.stderr
+    assert "zero-shot accuracy:" in done.stdout and f"saved to {out}" in done.stdout
+    shipped = zero_shot_model_path()
+    assert {p.name for p in out.iterdir()} == {p.name for p in shipped.iterdir()}
+    assert (out / "tokenizer.json").read_text() == (shipped / "tokenizer.json").read_text()

@@ -84,9 +84,13 @@ class FamilySpec:
     tower: str | None = None
     """Submodule holding this spec's blocks (an image–text model's "vision_model" or "text_model"); None: the model."""
     modality: Literal["image", "text"] = "image"
-    """"image": patch tokens from a convolution; "text": token embeddings (no pixels, no patch grid)."""
+    """"image": patch tokens from a patch embedding; "text": token embeddings (no pixels, no patch grid)."""
     probe: str | None = None
     """With pooling "probe": the attention-pooling head (probe, `nn.MultiheadAttention`, layernorm, MLP)."""
+    patch_layout: Literal["grid", "naflex"] = "grid"
+    """"grid": images (B, C, H, W) cut by a patch Conv2d; "naflex": already cut into patches, each image at
+    its own aspect ratio (pixel_values (B, P, C*p*p) flattened row by row as (py, px, c), embedded by a
+    Linear; `spatial_shapes` (B, 2) gives each image's patch grid, `pixel_attention_mask` its real patches)."""
     notes: str = field(default="", compare=False)
     """One line for the docs: what differs from plain ViT."""
 
@@ -141,7 +145,9 @@ class ResolvedModel:
     config: object
     blocks: list[Block]
     embeddings: nn.Module
-    patch_conv: nn.Conv2d | None  # None for a text tower
+    patch_embedding: nn.Conv2d | nn.Linear | None
+    """The patch embedding: a Conv2d over the image, or (NaFlex) a Linear over flattened patches; None for a
+    text tower."""
     final_norm: nn.Module | None
     heads: list[nn.Linear]
     pooling: Pooling
@@ -149,6 +155,7 @@ class ResolvedModel:
     num_heads: int
     patch_size: tuple[int, int]
     image_size: tuple[int, int]
+    """The size the model was trained at; (0, 0) for NaFlex models, which have none."""
     num_channels: int
     num_labels: int
     probe: Probe | None = None
@@ -316,11 +323,25 @@ def resolve(spec: FamilySpec, model: nn.Module) -> ResolvedModel:
     tower = _need(model, spec.tower, nn.Module, "tower", where) if spec.tower else model
     blocks = [_resolve_block(spec, b, f"{where} block {i}") for i, b in enumerate(_find_blocks(spec, tower))]
     embeddings = _need(model, spec.embeddings, nn.Module, "embeddings module", where)
-    convs = [m for m in embeddings.modules() if isinstance(m, nn.Conv2d)]
-    if spec.modality == "image" and len(convs) != 1:
+    kind = nn.Linear if spec.patch_layout == "naflex" else nn.Conv2d
+    found = [m for m in embeddings.modules() if isinstance(m, kind)]
+    image = spec.modality == "image"
+    if image and len(found) != 1:
         raise UnsupportedModelError(
-            f"{where}: expected one patch-embedding Conv2d in the embeddings, found {len(convs)}"
+            f"{where}: expected one patch-embedding {kind.__name__} in the embeddings, found {len(found)}"
         )
+    patch_embedding = found[0] if image else None
+    if patch_embedding is None:  # a text tower
+        patch_size, channels = (1, 1), 0
+    elif isinstance(patch_embedding, nn.Conv2d):
+        patch_size, channels = _pair(patch_embedding.stride), int(patch_embedding.in_channels)
+    else:
+        patch_size, channels = _pair(vision.patch_size), int(vision.num_channels)
+        if patch_embedding.in_features != channels * patch_size[0] * patch_size[1]:
+            raise UnsupportedModelError(
+                f"{where}: the patch embedding takes {patch_embedding.in_features} values per patch, expected "
+                f"{channels} channels x {patch_size[0]} x {patch_size[1]} pixels"
+            )
     heads = [_need(model, h, nn.Linear, "classifier linear", where) for h in spec.heads]
     final_norm = _need(model, spec.final_norm, nn.Module, "final norm", where) if spec.final_norm else None
     pooling = spec.pooling(vision) if callable(spec.pooling) else spec.pooling
@@ -330,22 +351,21 @@ def resolve(spec: FamilySpec, model: nn.Module) -> ResolvedModel:
     num_labels = heads[0].out_features if heads else 0
     if pooling == "cls+mean" and heads and heads[0].in_features != 2 * blocks[0].out.out_features:
         raise UnsupportedModelError(f"{where}: a CLS+mean head must take twice the hidden size")
-    image = spec.modality == "image"
     return ResolvedModel(
         spec=spec,
         model=model,
         config=vision,
         blocks=blocks,
         embeddings=embeddings,
-        patch_conv=convs[0] if image else None,
+        patch_embedding=patch_embedding,
         final_norm=final_norm,
         heads=heads,
         pooling=pooling,
         prefix_tokens=int(prefix),
         num_heads=int(vision.num_attention_heads),
-        patch_size=_pair(convs[0].stride) if image else (1, 1),
-        image_size=_pair(vision.image_size) if image else (0, 0),
-        num_channels=int(convs[0].in_channels) if image else 0,
+        patch_size=patch_size,
+        image_size=_pair(getattr(vision, "image_size", 0)),
+        num_channels=channels,
         num_labels=int(num_labels),
         probe=_resolve_probe(model, spec.probe, where) if spec.probe else None,
     )
