@@ -290,6 +290,15 @@ class Recorder:
         ]
         q, k, v = (_heads(x, heads) for x in chunks)
         scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+        mask = kwargs.get("attn_mask")  # Siglip2: additive (B * H, 1, N), or boolean (True: attend)
+        if mask is not None:
+            mask = mask.reshape(scores.shape)
+            scores = (
+                scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool else scores + mask
+            )
+        padding = kwargs.get("key_padding_mask")  # (B, N), True: ignore
+        if padding is not None:
+            scores = scores.masked_fill(padding.bool()[:, None, None, :], torch.finfo(scores.dtype).min)
         probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
         context = probs @ v
         merged = context.transpose(1, 2).reshape(query.shape[0], query.shape[1], width)

@@ -226,3 +226,76 @@ def test_siglip_generic_attention_equals_the_probe_definition_computed_by_hand()
             contribution = (attention.grad * attention).clamp(min=0).mean(dim=1)[0]
             row = row + row @ contribution
         assert _parity(exp.relevance[b].flatten(), row) < 1e-6
+
+
+# Siglip2 (NaFlex image tower) -------------------------------------------------------------------------------------
+
+
+def test_siglip2_each_image_on_its_own_grid_equals_it_alone():
+    """Siglip2Model: images on their own patch grids in one padded batch, the probe attending over real patches only;
+    each image's maps (and its prompt's text map) equal the image explained alone without padding; padding is 0."""
+    from tests.test_naflex import alone, naflex_batch
+
+    model = tiny.build("siglip2-model")
+    model.train()
+    before = snapshot(model)
+    inputs = naflex_batch([(2, 6), (4, 4), (3, 5)])
+    prompts = tiny.prompts("siglip2-model")
+    with hfrel.attach(model) as explainer:
+        assert explainer.family == "siglip2-model"
+        batch = explainer.explain(**inputs, **prompts, label=[0, 2, 1], method=hfrel.methods())
+        for i, k in enumerate([0, 2, 1]):
+            single = explainer.explain(**alone(inputs, i, padded=False), **prompts, label=k, method=hfrel.methods())
+            for method in hfrel.methods():
+                got, _ = batch[method].image(i)
+                want, _ = single[method].image(0)
+                assert _parity(got, want) < 1e-4, method
+                assert _parity(batch[method].text_relevance[i], single[method].text_relevance[0]) < 1e-4, method
+                rows, cols = batch[method].sizes[i].tolist()
+                outside = batch[method].relevance[i].clone()
+                outside[:rows, :cols] = 0
+                assert (outside == 0).all(), method
+    assert_same(before, snapshot(model))
+
+
+def test_siglip2_attention_is_the_masked_probe_row():
+    from tests.test_naflex import naflex_batch
+
+    model = tiny.build("siglip2-model")
+    inputs = naflex_batch([(2, 6), (4, 4)])
+    prompts = tiny.prompts("siglip2-model")
+    with hfrel.attach(model) as explainer:
+        exp = explainer.explain(**inputs, **prompts, method="attention")
+    with torch.no_grad():
+        vision = model.vision_model(
+            pixel_values=inputs["pixel_values"],
+            pixel_attention_mask=inputs["pixel_attention_mask"],
+            spatial_shapes=inputs["spatial_shapes"],
+        )
+        head = model.vision_model.head
+        probe = head.probe.repeat(2, 1, 1)
+        padding = inputs["pixel_attention_mask"] == 0
+        hidden = vision.last_hidden_state
+        _, averaged = head.attention(probe, hidden, hidden, key_padding_mask=padding, average_attn_weights=True)
+    for i, (rows, cols) in enumerate(inputs["spatial_shapes"].tolist()):
+        got = exp.relevance[i, :rows, :cols].flatten()
+        assert _parity(got, averaged[i, 0, : rows * cols]) < 1e-5
+
+
+def test_siglip2_cvpr_relevance_is_conserved_through_the_masked_probe():
+    from tests.test_naflex import naflex_batch
+
+    model = tiny.build("siglip2-model").double()
+    inputs = naflex_batch([(2, 6), (3, 5)], dtype=torch.float64)
+    prompts = tiny.prompts("siglip2-model")
+    labels = torch.tensor([[0, 2], [1, 1]])
+    with hfrel.attach(model) as explainer, explainer._eval_mode(), torch.no_grad():
+        tape = explainer._recorder.new_tape(activations=True)
+        out = model(**inputs, **prompts)
+        tape.layout = explainer._layout(tape, inputs)
+        weights = explainer._logit_scale() * out.text_embeds[labels.T]
+        start = explainer._embedding_start(explainer._resolved, tape, out.image_embeds, weights)
+        image = propagate(explainer._resolved, tape, start, "cvpr", down_to=0, to_pixels=False)
+    kept = torch.ones(2, 2, dtype=torch.float64) - image.probe_query
+    for total in image.totals.values():
+        torch.testing.assert_close(total, kept, rtol=1e-7, atol=1e-7)

@@ -210,11 +210,21 @@ def _siglip_model() -> Case:
     return tf.SiglipModel, tf.SiglipConfig(vision_config=vision, text_config=text)
 
 
+def _siglip2_model() -> Case:
+    vision, text = _image_text_configs()
+    del vision["image_size"]
+    vision["num_patches"] = 16  # a 4 x 4 grid of position embeddings, resized to each image's own grid
+    text["projection_size"] = 32
+    return tf.Siglip2Model, tf.Siglip2Config(vision_config=vision, text_config=text)
+
+
 IMAGE_TEXT: dict[str, Callable[[], Case]] = {
     "clip-model": _clip_model,
     "metaclip2-model": _metaclip2_model,
     "siglip-model": _siglip_model,
 }
+NAFLEX_IMAGE_TEXT: dict[str, Callable[[], Case]] = {"siglip2-model": _siglip2_model}
+"""Image–text models with a NaFlex image tower: images already cut into patches (tests/test_naflex.py's batches)."""
 """Image–text models, explained against prompts (`prompts()` gives token ids for them)."""
 
 
@@ -258,7 +268,7 @@ def image_text_processor(name: str) -> object:
 def build(name: str, seed: int = 0, std: float = 0.3, attn_implementation: str | None = None) -> torch.nn.Module:
     """A tiny model of case `name`, with seeded random weights, in eval mode (default attention: sdpa)."""
     torch.manual_seed(seed)
-    model_class, config = {**CASES, **BACKBONES, **NAFLEX_CASES, **IMAGE_TEXT}[name]()
+    model_class, config = {**CASES, **BACKBONES, **NAFLEX_CASES, **IMAGE_TEXT, **NAFLEX_IMAGE_TEXT}[name]()
     if attn_implementation is None:
         model = model_class(config)
     else:

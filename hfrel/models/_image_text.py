@@ -8,7 +8,7 @@ records each on its own tape and explains one target; nothing in the walk knows 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -160,7 +160,36 @@ SIGLIP_MODEL = ImageTextSpec(
     notes="image: attention-pooling probe; text: last token; scaled cosine plus a bias, read with a sigmoid",
 )
 
-_REGISTRY: list[ImageTextSpec] = [CLIP_MODEL, METACLIP2_MODEL, SIGLIP_MODEL]
+SIGLIP2_MODEL = ImageTextSpec(
+    name="siglip2-model",
+    model_types=("siglip2",),
+    classes=("Siglip2Model",),
+    image=FamilySpec(
+        name="siglip2-model-image",
+        model_types=("siglip2",),
+        classes=("Siglip2Model",),
+        tower="vision_model",
+        vision_config="vision_config",
+        embeddings="vision_model.embeddings",
+        final_norm="vision_model.post_layernorm",
+        heads=(),
+        pooling="probe",
+        probe="vision_model.head",
+        prefix_tokens=0,
+        interpolation="always",
+        patch_layout="naflex",
+        notes="NaFlex (each image on its own patch grid); the probe attends over each image's real patches",
+        **_TOWER_ROLES,
+    ),
+    text=replace(SIGLIP_MODEL.text, name="siglip2-model-text", model_types=("siglip2",), classes=("Siglip2Model",)),
+    text_readout=last_token,
+    probabilities="sigmoid",
+    text_padding="max_length",
+    logit_bias="logit_bias",
+    notes="SigLIP's head and text tower on a NaFlex image tower",
+)
+
+_REGISTRY: list[ImageTextSpec] = [CLIP_MODEL, METACLIP2_MODEL, SIGLIP_MODEL, SIGLIP2_MODEL]
 
 
 def image_text_specs() -> list[ImageTextSpec]:

@@ -212,6 +212,12 @@ def _check_model_for_prompts(
             f"{names['text']} explains prompts with an image–text model ({supported}); {shown} is a "
             f"{type(model).__name__}, which scores classes: drop {names['text']} (use {names['label']} for classes)"
         )
+    if pair is not None and pair.image.patch_layout == "naflex":
+        raise InputError(
+            f"{shown} ({type(model).__name__}) cuts each image into patches at its own aspect ratio (NaFlex); "
+            f"hfrel explain does not draw such models yet: explain them in Python with "
+            f"hfrel.attach(model).explain(**processor(text=..., images=..., return_tensors='pt'))"
+        )
     if prompts is None and pair is not None:
         raise InputError(
             f"{shown} is an image–text model ({type(model).__name__}): it scores images against prompts; give them "
