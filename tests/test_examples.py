@@ -34,3 +34,9 @@ def test_trainer_callback_example(tmp_path):
     assert f"wrote {panel}" in done.stdout
     with Image.open(panel) as image:
         assert image.height > image.width  # four rows of scenes
+
+
+def test_the_class_specificity_table_in_the_docs_is_what_the_script_measures():
+    """docs/results.md's table is this script's output (written with --docs), so it cannot drift."""
+    done = _run("class_specificity.py", "--docs", str(ROOT / "docs" / "results.md"), "--check")
+    assert done.returncode == 0, done.stderr + done.stdout
