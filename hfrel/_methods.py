@@ -24,8 +24,9 @@ class Evidence:
     probs: list[torch.Tensor]  # A_l per block, (B, H, N, N)
     grads: dict[int, torch.Tensor]  # block -> grad of the target logit w.r.t. A_l, (T, B, H, N, N)
     relevance: dict[str, Relevance]  # rule set -> what the relevance walk produced
-    readout: torch.Tensor  # (N,) weight of each token row in the map
+    readout: torch.Tensor  # (B, N) weight of each token row in each image's map
     patches: slice  # the patch columns
+    patch_weights: torch.Tensor | None  # (B, P) weights of a mean over each image's patches; None: 1/P each
     start_layer: int
     targets: int  # T
 
@@ -46,9 +47,22 @@ class Method:
 
 
 def _row(evidence: Evidence, matrix: torch.Tensor) -> torch.Tensor:
-    """The readout-weighted row of `matrix` (..., N, N) -> (..., N)."""
+    """Each image's readout-weighted row of per-head matrices: (..., B, H, N, N) -> (..., B, H, N)."""
     readout = evidence.readout.to(device=matrix.device, dtype=matrix.dtype)
-    return torch.einsum("n,...nm->...m", readout, matrix)
+    return torch.einsum("bn,...bhnm->...bhm", readout, matrix)
+
+
+def _patch_mean(evidence: Evidence, rows: torch.Tensor) -> torch.Tensor:
+    """Mean over each image's patch columns (..., B, H, P) -> (..., B, H, 1); NaFlex padding excluded."""
+    if evidence.patch_weights is None:
+        return rows.mean(dim=-1, keepdim=True)
+    weights = evidence.patch_weights.to(device=rows.device, dtype=rows.dtype).unsqueeze(-2)  # (B, 1, P)
+    return (rows * weights).sum(dim=-1, keepdim=True)
+
+
+def _times(rows: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """Each image's row times its matrix: (..., B, N) x (..., B, N, N) -> (..., B, N)."""
+    return (rows.unsqueeze(-2) @ matrices).squeeze(-2)
 
 
 def _rollout_product(evidence: Evidence, contributions: Callable[[int], torch.Tensor]) -> torch.Tensor:
@@ -63,10 +77,10 @@ def _rollout_product(evidence: Evidence, contributions: Callable[[int], torch.Te
         c = contributions(layer)
         readout = evidence.readout.to(device=c.device, dtype=c.dtype)
         if departure is None:
-            departure = readout @ c  # (..., N): the first block's term, d starting at 0
+            departure = _times(readout, c)  # (..., B, N): the first block's term, d starting at 0
         else:
             departure = departure.to(c.device)
-            departure = departure + (departure.unsqueeze(-2) @ c).squeeze(-2) + readout @ c
+            departure = departure + _times(departure, c) + _times(readout, c)
     return departure[..., evidence.patches]  # type: ignore[index]
 
 
@@ -96,31 +110,31 @@ def _rollout(evidence: Evidence) -> torch.Tensor:
         # B_l - I: the diagonal subtraction is exact, B_l's diagonal lying in [1/2, 1]
         change = mixed / mixed.sum(dim=-1, keepdim=True) - eye
         readout = evidence.readout.to(device=change.device, dtype=change.dtype)
-        step = readout @ change  # (B, N)
+        step = _times(readout, change)  # (B, N)
         if departure is not None:
             departure = departure.to(change.device)
-            step = step + departure + (departure.unsqueeze(-2) @ change).squeeze(-2)
+            step = step + departure + _times(departure, change)
         departure = step
     return departure[..., evidence.patches].expand(evidence.targets, -1, -1)  # type: ignore[index]
 
 
 def _attention(evidence: Evidence) -> torch.Tensor:
     probs = widen(evidence.probs[-1].detach())
-    row = _row(evidence, probs.clamp(min=0).mean(dim=1))
+    row = _row(evidence, probs.clamp(min=0)).mean(dim=-2)  # the row is linear: its head mean is the mean's row
     return row[..., evidence.patches].expand(evidence.targets, -1, -1)
 
 
 def _attention_gradcam(evidence: Evidence) -> torch.Tensor:
     last = len(evidence.probs) - 1
     probs = widen(evidence.probs[last].detach())
-    weights = _row(evidence, evidence.grads[last])[..., evidence.patches].mean(dim=-1, keepdim=True)  # (T, B, H, 1)
+    weights = _patch_mean(evidence, _row(evidence, evidence.grads[last])[..., evidence.patches])  # (T, B, H, 1)
     rows = _row(evidence, probs)[..., evidence.patches].to(weights.device)  # (B, H, P)
     return (weights * rows).mean(dim=-2).clamp(min=0)
 
 
 def _partial_lrp(evidence: Evidence) -> torch.Tensor:
     relevance = evidence.relevance["classic"].attention[len(evidence.probs) - 1]
-    return _row(evidence, relevance.clamp(min=0).mean(dim=-3))[..., evidence.patches]
+    return _row(evidence, relevance.clamp(min=0)).mean(dim=-2)[..., evidence.patches]
 
 
 def _lrp(evidence: Evidence) -> torch.Tensor:

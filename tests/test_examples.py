@@ -40,3 +40,16 @@ def test_the_class_specificity_table_in_the_docs_is_what_the_script_measures():
     """docs/results.md's table is this script's output (written with --docs), so it cannot drift."""
     done = _run("class_specificity.py", "--docs", str(ROOT / "docs" / "results.md"), "--check")
     assert done.returncode == 0, done.stderr + done.stdout
+
+
+def test_train_zero_shot_model_example_writes_the_bundled_layout(tmp_path):
+    """Two steps only: the script runs offline and writes a CLIP folder with the same tokenizer as the bundled one."""
+    from hfrel.datasets import zero_shot_model_path
+
+    out = tmp_path / "zero_shot"
+    done = _run("train_zero_shot_model.py", "--out", str(out), "--steps", "2", "--batch", "8", "--held-out", "12")
+    assert done.returncode == 0, done.stderr
+    assert "zero-shot accuracy:" in done.stdout and f"saved to {out}" in done.stdout
+    shipped = zero_shot_model_path()
+    assert {p.name for p in out.iterdir()} == {p.name for p in shipped.iterdir()}
+    assert (out / "tokenizer.json").read_text() == (shipped / "tokenizer.json").read_text()
