@@ -21,7 +21,7 @@ from torch.profiler import record_function
 
 from hfrel._capture import ATTENTION_NAME, Recorder, Tape
 from hfrel._errors import AttachError, HfrelError, InputError, MethodError, UnsupportedModelError
-from hfrel._explanation import Explanation, to_heatmap
+from hfrel._explanation import Explanation, normalise, to_heatmap, upsample
 from hfrel._labels import resolve_labels
 from hfrel._lrp import Relevance, propagate, widen
 from hfrel._methods import METHODS, Evidence, Method
@@ -233,14 +233,21 @@ class Explainer:
         return results[names[0]] if isinstance(method, str) else results
 
     def attention_maps(self, pixel_values: torch.Tensor, **model_kwargs: Any) -> list[torch.Tensor]:
-        """The attention probabilities A_l of every block, (B, H, N, N) each, as the model computes them."""
+        """The attention probabilities A_l of every block, (B, H, N, N) each, as the model computes them.
+
+        Windowed blocks (Swin): each window's probabilities placed in the stage's N x N matrix, tokens in
+        raster order, zero between tokens of different windows (shift and padding undone).
+        """
         self._check_attached()
         pixel_values, model_kwargs = self._check_inputs(pixel_values, model_kwargs)
         with self._eval_mode(), torch.no_grad():
             tape = self._recorder.new_tape(activations=False)
             self._model(pixel_values=pixel_values, **model_kwargs)
             self._check_tape(tape)
-            return [record.probs.detach() for record in tape.layers]
+            return [
+                record.probs.detach() if record.layout is None else record.layout.embed(record.probs.detach())
+                for record in tape.layers
+            ]
 
     def _methods(self, names: list[str]) -> list[Method]:
         if not names:
@@ -294,7 +301,7 @@ class Explainer:
         if height < patch_h or width < patch_w:
             raise InputError(f"images of {height}x{width} pixels are smaller than one {patch_h}x{patch_w} patch.")
         kwargs = dict(model_kwargs)
-        if resolved.spec.interpolation == "always":
+        if resolved.interpolation == "always":
             kwargs.pop("interpolate_pos_encoding", None)  # the model interpolates position embeddings itself
         elif (height, width) != resolved.image_size and not kwargs.get("interpolate_pos_encoding"):
             raise InputError(
@@ -342,6 +349,8 @@ class Explainer:
             if m.rules is None:
                 continue
             depth = start_layer if m.relevance_to == "from_start" else last
+            if resolved.merges:  # rows reach the first stage through the merges' relevance shares: walk that far
+                depth = min(depth, min(resolved.merges))
             old_depth, old_pixels = rule_depths.get(m.rules, (last, False))
             rule_depths[m.rules] = (min(depth, old_depth), old_pixels or m.relevance_to == "pixels")
 
@@ -378,6 +387,9 @@ class Explainer:
                 patches=slice(resolved.prefix_tokens, resolved.prefix_tokens + grid_h * grid_w),
                 start_layer=start_layer,
                 targets=targets.shape[1],
+                batch=pixel_values.shape[0],
+                layouts=[record.layout for record in tape.layers],
+                merges={index: merge.layout for index, merge in tape.merges.items()},
             )
             logits = logits.detach()
             with record_function("hfrel.maps"):
@@ -419,12 +431,12 @@ class Explainer:
     def _readout(self, tape: Tape) -> torch.Tensor:
         """Weight of each token row in the map: the rows the head reads."""
         resolved = self._resolved
-        grid_h, grid_w = self._grid(tape)
-        tokens = tape.layers[-1].probs.shape[-1]
+        layout = tape.layers[-1].layout  # windowed blocks: the last stage's tokens, not the window's
+        tokens = layout.tokens if layout is not None else tape.layers[-1].probs.shape[-1]
         prefix = resolved.prefix_tokens
         weights = torch.zeros(tokens, dtype=torch.float32)
         mean = torch.zeros(tokens, dtype=torch.float32)
-        mean[prefix : prefix + grid_h * grid_w] = 1.0 / (grid_h * grid_w)
+        mean[prefix:] = 1.0 / (tokens - prefix)
         if resolved.pooling == "cls":
             weights[0] = 1.0
         elif resolved.pooling == "cls+dist":
@@ -448,10 +460,17 @@ class Explainer:
     ) -> Explanation:
         raw = method.compute(evidence)  # (T, B, P) or (T, B, H, W) for pixel methods
         height, width = pixel_values.shape[-2:]
-        if raw.dim() == 3:
-            raw = raw.reshape(*raw.shape[:2], *self._grid(tape))
+        grid = self._grid(tape)
+        patch_h, patch_w = self._resolved.patch_size
+        padded = (grid[0] * patch_h, grid[1] * patch_w)
+        # token maps on the patch grid; pixel maps cropped where the model padded the image
+        raw = raw.reshape(*raw.shape[:2], *grid) if raw.dim() == 3 else raw[..., :height, :width]
         raw = raw.to(logits.device).transpose(0, 1)  # (B, T, ...)
-        heatmap = to_heatmap(raw, (height, width))
+        if raw.shape[-2:] == grid and padded[0] >= height and padded[1] >= width and padded != (height, width):
+            # the model padded the image to whole patches: upsample the patch grid, then crop to the image
+            heatmap = normalise(upsample(raw.float(), padded)[..., :height, :width])
+        else:
+            heatmap = to_heatmap(raw, (height, width))
         labels = targets
         if not many:
             raw, heatmap, labels = raw[:, 0], heatmap[:, 0], targets[:, 0]

@@ -9,25 +9,35 @@ row: CLS alone for ViT) over the patch columns only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
 from hfrel._lrp import Relevance, Rules, widen
+from hfrel.models._swin import MergeLayout, WindowLayout
 
 
 @dataclass
 class Evidence:
-    """The recorded tensors one call's methods read. Target axis T first where a tensor depends on the class."""
+    """The recorded tensors one call's methods read. Target axis T first where a tensor depends on the class.
 
-    probs: list[torch.Tensor]  # A_l per block, (B, H, N, N)
-    grads: dict[int, torch.Tensor]  # block -> grad of the target logit w.r.t. A_l, (T, B, H, N, N)
+    Token spaces: block l's attention matrices are in its own layout (`layouts[l]`: windows of its stage;
+    None: the token sequence itself). Rows (the readout row and everything rolled out from it) live in a
+    stage's raster token order and pass a patch merge (`merges`, keyed by the first block after it) on
+    the way down; the final row is in the first stage's order, where `patches` are the patch columns.
+    """
+
+    probs: list[torch.Tensor]  # A_l per block, (B, H, N, N) or (B*windows, H, area, area)
+    grads: dict[int, torch.Tensor]  # block -> grad of the target logit w.r.t. A_l, (T, ...) over A_l's shape
     relevance: dict[str, Relevance]  # rule set -> what the relevance walk produced
-    readout: torch.Tensor  # (N,) weight of each token row in the map
-    patches: slice  # the patch columns
+    readout: torch.Tensor  # (N_last,) weight of each token row of the last stage in the map
+    patches: slice  # the patch columns of the first stage
     start_layer: int
     targets: int  # T
+    batch: int = 0  # B
+    layouts: list[WindowLayout | None] = field(default_factory=list)
+    merges: dict[int, MergeLayout] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -45,22 +55,75 @@ class Method:
     class_specific: bool = True
 
 
-def _row(evidence: Evidence, matrix: torch.Tensor) -> torch.Tensor:
-    """The readout-weighted row of `matrix` (..., N, N) -> (..., N)."""
-    readout = evidence.readout.to(device=matrix.device, dtype=matrix.dtype)
-    return torch.einsum("n,...nm->...m", readout, matrix)
+def _layout(evidence: Evidence, layer: int) -> WindowLayout | None:
+    return evidence.layouts[layer] if evidence.layouts else None
 
 
-def _rollout_product(evidence: Evidence, contributions: Callable[[int], torch.Tensor]) -> torch.Tensor:
-    """readout . (I + C_{L-1}) ... (I + C_s) over patch columns, as a vector-matrix chain (O(N^2) per block)."""
+def _times(evidence: Evidence, layer: int, row: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """`row @ M_l`: a row over block l's stage tokens (..., B, N) times its attention-layout matrix."""
+    layout = _layout(evidence, layer)
+    if layout is None:
+        return (row.unsqueeze(-2) @ matrix.to(row.device)).squeeze(-2)
+    return layout.row_product(row, matrix.to(row.device))
+
+
+def _start_row(evidence: Evidence, like: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
+    """The readout row (..., B, N_last) in `like`'s dtype and device."""
+    readout = evidence.readout.to(device=like.device, dtype=like.dtype)
+    return readout.expand(*lead, evidence.batch, readout.shape[-1])
+
+
+def _lead(evidence: Evidence, layer: int, matrix: torch.Tensor, extra: int = 0) -> tuple[int, ...]:
+    """Axes of `matrix` before its batch (and `extra` further) axes, e.g. T for (T, B, N, N)."""
+    return tuple(matrix.shape[: matrix.dim() - 3 - extra])
+
+
+def _merge_down(evidence: Evidence, row: torch.Tensor, above: int, rules: Rules | None) -> torch.Tensor:
+    """Carry a row through the patch merge below block `above`: equal shares to the merged token's sources
+    (`rules` None), or the shares the relevance walk of that rule set gave them (per sample and target)."""
+    layout = evidence.merges[above]
+    if rules is None:
+        shares = layout.equal_shares(row.device)
+    else:
+        shares = layout.relevance_shares(evidence.relevance[rules].merges[above])  # type: ignore[index]
+    return layout.carry(row, shares)
+
+
+def _to_first_stage(evidence: Evidence, row: torch.Tensor, below: int, rules: Rules | None) -> torch.Tensor:
+    """Carry a row from block `below`'s stage down through every merge at or below it, to the first stage."""
+    for above in sorted((m for m in evidence.merges if m <= below), reverse=True):
+        row = _merge_down(evidence, row, above, rules)
+    return row
+
+
+def _row(evidence: Evidence, layer: int, matrix: torch.Tensor, heads: bool = False) -> torch.Tensor:
+    """The readout-weighted row of block `layer`'s `matrix`: (..., [H,] B-layout, N, N) -> (..., [H,] B, N).
+
+    With `heads`, the matrix has a head axis right after its batch axis, kept in the result before B.
+    """
+    if heads:
+        matrix = matrix.movedim(-3, -4)  # (..., H, B, N, N)
+    row = _start_row(evidence, matrix, _lead(evidence, layer, matrix))
+    return _times(evidence, layer, row, matrix)
+
+
+def _rollout_product(
+    evidence: Evidence, contributions: Callable[[int], torch.Tensor], rules: Rules | None = None
+) -> torch.Tensor:
+    """readout . (I + C_{L-1}) ... (I + C_s), the rows passing each patch merge on the way down (shares per
+    `rules`), over the first stage's patch columns: a vector-matrix chain (O(N^2) per block, block-sparse
+    for windows)."""
     row: torch.Tensor | None = None
     for layer in range(len(evidence.probs) - 1, evidence.start_layer - 1, -1):
         c = contributions(layer)
         if row is None:
-            row = evidence.readout.to(device=c.device, dtype=c.dtype).expand(*c.shape[:-2], -1).unsqueeze(-2)
+            row = _start_row(evidence, c, _lead(evidence, layer, c))
         row = row.to(c.device)
-        row = row + row @ c
-    return row.squeeze(-2)[..., evidence.patches]
+        row = row + _times(evidence, layer, row, c)
+        if layer in evidence.merges:
+            row = _merge_down(evidence, row, layer, rules)
+    row = _to_first_stage(evidence, row, evidence.start_layer - 1, rules)  # type: ignore[arg-type]
+    return row[..., evidence.patches]
 
 
 def _transformer_attribution(evidence: Evidence) -> torch.Tensor:
@@ -69,7 +132,7 @@ def _transformer_attribution(evidence: Evidence) -> torch.Tensor:
     def contribution(layer: int) -> torch.Tensor:
         return (evidence.grads[layer] * relevance[layer]).clamp(min=0).mean(dim=-3)
 
-    return _rollout_product(evidence, contribution)
+    return _rollout_product(evidence, contribution, "cvpr")
 
 
 def _generic_attention(evidence: Evidence) -> torch.Tensor:
@@ -83,31 +146,52 @@ def _rollout(evidence: Evidence) -> torch.Tensor:
     row: torch.Tensor | None = None
     for layer in range(len(evidence.probs) - 1, evidence.start_layer - 1, -1):
         mixed = widen(evidence.probs[layer].detach()).mean(dim=1)
+        layout = _layout(evidence, layer)
+        if layout is not None:  # columns of padding slots are not tokens of the stage: no share of the row sum
+            mixed = layout.real_columns(mixed)
         mixed = mixed + torch.eye(mixed.shape[-1], dtype=mixed.dtype, device=mixed.device)
         mixed = mixed / mixed.sum(dim=-1, keepdim=True)
         if row is None:
-            row = evidence.readout.to(device=mixed.device, dtype=mixed.dtype).expand(mixed.shape[0], -1).unsqueeze(1)
-        row = row.to(mixed.device) @ mixed
-    return row.squeeze(1)[..., evidence.patches].expand(evidence.targets, -1, -1)
+            row = _start_row(evidence, mixed, ())
+        row = _times(evidence, layer, row.to(mixed.device), mixed)
+        if layer in evidence.merges:
+            row = _merge_down(evidence, row, layer, None)
+    row = _to_first_stage(evidence, row, evidence.start_layer - 1, None)  # type: ignore[arg-type]
+    return row[..., evidence.patches].expand(evidence.targets, -1, -1)
+
+
+def _last_columns(evidence: Evidence, row: torch.Tensor) -> torch.Tensor:
+    """The patch columns of a row over the last stage's tokens (the first stage's, for a plain ViT)."""
+    if evidence.merges:
+        return row  # hierarchical models have no prefix tokens
+    return row[..., evidence.patches]
 
 
 def _attention(evidence: Evidence) -> torch.Tensor:
-    probs = widen(evidence.probs[-1].detach())
-    row = _row(evidence, probs.clamp(min=0).mean(dim=1))
+    last = len(evidence.probs) - 1
+    probs = widen(evidence.probs[last].detach())
+    row = _row(evidence, last, probs.clamp(min=0).mean(dim=1))
+    row = _to_first_stage(evidence, row, last, None)
     return row[..., evidence.patches].expand(evidence.targets, -1, -1)
 
 
 def _attention_gradcam(evidence: Evidence) -> torch.Tensor:
     last = len(evidence.probs) - 1
     probs = widen(evidence.probs[last].detach())
-    weights = _row(evidence, evidence.grads[last])[..., evidence.patches].mean(dim=-1, keepdim=True)  # (T, B, H, 1)
-    rows = _row(evidence, probs)[..., evidence.patches].to(weights.device)  # (B, H, P)
-    return (weights * rows).mean(dim=-2).clamp(min=0)
+    weights = _last_columns(evidence, _row(evidence, last, evidence.grads[last], heads=True))
+    weights = weights.mean(dim=-1, keepdim=True)  # (T, H, B, 1)
+    rows = _row(evidence, last, probs, heads=True).to(weights.device)  # (H, B, N)
+    row = (weights * rows).mean(dim=-3).clamp(min=0)  # (T, B, N)
+    row = _to_first_stage(evidence, row, last, None)
+    return row[..., evidence.patches]
 
 
 def _partial_lrp(evidence: Evidence) -> torch.Tensor:
-    relevance = evidence.relevance["classic"].attention[len(evidence.probs) - 1]
-    return _row(evidence, relevance.clamp(min=0).mean(dim=-3))[..., evidence.patches]
+    last = len(evidence.probs) - 1
+    relevance = evidence.relevance["classic"].attention[last]
+    row = _row(evidence, last, relevance.clamp(min=0).mean(dim=-3))
+    row = _to_first_stage(evidence, row, last, "classic")
+    return row[..., evidence.patches]
 
 
 def _lrp(evidence: Evidence) -> torch.Tensor:
