@@ -20,11 +20,11 @@ from torch import nn
 from torch.profiler import record_function
 
 from hfrel._capture import ATTENTION_NAME, Recorder, Tape
-from hfrel._errors import AttachError, HfrelError, InputError, MethodError, UnsupportedModelError
+from hfrel._errors import AttachError, HfrelError, InputError, LabelError, MethodError, UnsupportedModelError
 from hfrel._explanation import Explanation, normalise, to_heatmap, upsample
-from hfrel._labels import resolve_labels
-from hfrel._lrp import Relevance, propagate, widen
+from hfrel._lrp import Relevance, Start, head_start, hidden_relevance, propagate, widen
 from hfrel._methods import METHODS, Evidence, Method
+from hfrel._targets import Target, TargetFn, check_exclusive, class_target, function_target
 from hfrel.models import _families  # noqa: F401  (registers the built-in families)
 from hfrel.models._spec import FamilySpec, ResolvedModel, find_spec, resolve
 
@@ -192,6 +192,7 @@ class Explainer:
         *,
         method: str = ...,
         start_layer: int = ...,
+        target: TargetFn | None = ...,
         **model_kwargs: Any,
     ) -> Explanation: ...
 
@@ -203,6 +204,7 @@ class Explainer:
         *,
         method: Sequence[str],
         start_layer: int = ...,
+        target: TargetFn | None = ...,
         **model_kwargs: Any,
     ) -> dict[str, Explanation]: ...
 
@@ -213,6 +215,7 @@ class Explainer:
         *,
         method: MethodArg = "transformer_attribution",
         start_layer: int = 0,
+        target: TargetFn | None = None,
         **model_kwargs: Any,
     ) -> Explanation | dict[str, Explanation]:
         """Explain a batch: which patches carry the evidence for the target class of each image.
@@ -221,15 +224,25 @@ class Explainer:
         (one per image), or a (B, K) table (K classes per image, sharing one forward pass).
         `method`: a method name, or a list of names (returns a dict; all share one forward pass).
         `start_layer`: first block combined by the rollout-type methods.
+        `target`: instead of a label, a function of the model's outputs returning the scores to explain,
+        (B,) or (B, K), differentiable (e.g. cosine of `pooler_output` to a query); needed for backbones
+        without a head. Exclusive with `label`.
         Extra keyword arguments go to the model's forward, e.g. `interpolate_pos_encoding=True`.
         """
         self._check_attached()
+        check_exclusive(label, target)
+        if target is None and not self._resolved.heads:
+            raise LabelError(
+                f"this {type(self._model).__name__} has no classification head, so there is no class logit to "
+                f"explain; pass target=fn, a function of the outputs returning (B,) or (B, K) scores, e.g. "
+                f"target=lambda outputs: outputs.pooler_output @ query."
+            )
         names = [method] if isinstance(method, str) else list(method)
         chosen = self._methods(names)
         self._check_start_layer(start_layer)
         pixel_values, model_kwargs = self._check_inputs(pixel_values, model_kwargs)
         with self._eval_mode():
-            results = self._run(pixel_values, label, chosen, start_layer, model_kwargs)
+            results = self._run(pixel_values, label, target, chosen, start_layer, model_kwargs)
         return results[names[0]] if isinstance(method, str) else results
 
     def attention_maps(self, pixel_values: torch.Tensor, **model_kwargs: Any) -> list[torch.Tensor]:
@@ -330,6 +343,7 @@ class Explainer:
         self,
         pixel_values: torch.Tensor,
         label: Any,
+        target_fn: TargetFn | None,
         chosen: list[Method],
         start_layer: int,
         model_kwargs: dict,
@@ -355,7 +369,8 @@ class Explainer:
             rule_depths[m.rules] = (min(depth, old_depth), old_pixels or m.relevance_to == "pixels")
 
         tape = self._recorder.new_tape(activations=bool(rule_depths))
-        needs_graph = bool(grad_layers)
+        hidden_start = target_fn is not None and bool(rule_depths)  # LRP starts from hidden x gradient
+        needs_graph = bool(grad_layers) or hidden_start
         if needs_graph and torch.is_inference_mode_enabled():
             raise HfrelError("these methods need autograd; call explain() outside torch.inference_mode().")
         inputs = pixel_values.detach()
@@ -363,14 +378,21 @@ class Explainer:
             if needs_graph:
                 inputs.requires_grad_(True)
             outputs = self._model(pixel_values=inputs, **model_kwargs)
-        logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]
-        self._check_tape(tape)
-        targets, many = resolve_labels(label, logits.detach(), getattr(self._model.config, "id2label", None))
+            self._check_tape(tape)
+            if target_fn is None:
+                logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]
+                target = class_target(label, logits, getattr(self._model.config, "id2label", None))
+            else:
+                target = function_target(target_fn, outputs, inputs.shape[0])
+                logits = getattr(outputs, "logits", None)
+                logits = target.scores if logits is None else logits
+        if hidden_start and not target.scores.requires_grad:
+            raise LabelError("target returned scores that do not depend on the model's outputs (no gradient).")
 
         with record_function("hfrel.gradients"):
-            grads = self._gradients(tape, logits, targets, grad_layers)
-        onehot = torch.zeros(targets.shape[1], *logits.shape, dtype=torch.float32, device=logits.device)
-        onehot.scatter_(-1, targets.T.unsqueeze(-1), 1.0)
+            hidden = tape.pooled_from if hidden_start else None
+            grads, hidden_grad = self._gradients(tape, target, grad_layers, hidden)
+        start = self._start(tape, target, logits, hidden_grad)
         grid_h, grid_w = self._grid(tape)
         with _without_autocast():  # the rules and methods run in float32 even inside the caller's autocast
             with record_function("hfrel.relevance"):
@@ -378,7 +400,7 @@ class Explainer:
                 last_pass = len(rule_depths) - 1
                 for number, (rules, (depth, pixels)) in enumerate(rule_depths.items()):
                     release = number == last_pass  # the last pass frees each block's activations as it goes
-                    relevance[rules] = propagate(resolved, tape, onehot, rules, depth, pixels, release)  # type: ignore[arg-type]
+                    relevance[rules] = propagate(resolved, tape, start, rules, depth, pixels, release)  # type: ignore[arg-type]
             evidence = Evidence(
                 probs=[record.probs for record in tape.layers],
                 grads=grads,
@@ -386,16 +408,26 @@ class Explainer:
                 readout=self._readout(tape),
                 patches=slice(resolved.prefix_tokens, resolved.prefix_tokens + grid_h * grid_w),
                 start_layer=start_layer,
-                targets=targets.shape[1],
+                targets=target.count,
                 batch=pixel_values.shape[0],
                 layouts=[record.layout for record in tape.layers],
                 merges={index: merge.layout for index, merge in tape.merges.items()},
             )
             logits = logits.detach()
             with record_function("hfrel.maps"):
-                return {
-                    m.name: self._explanation(m, evidence, tape, pixel_values, logits, targets, many) for m in chosen
-                }
+                return {m.name: self._explanation(m, evidence, tape, pixel_values, logits, target) for m in chosen}
+
+    def _start(self, tape: Tape, target: Target, logits: torch.Tensor, hidden_grad: torch.Tensor | None) -> Start:
+        """Where the relevance walk starts: the exact head rule for class logits, hidden x gradient otherwise."""
+        if target.start == "hidden":
+
+            def from_hidden(rules: str) -> torch.Tensor:
+                return hidden_relevance(tape.pooled_from.detach(), hidden_grad, rules)  # type: ignore[arg-type, union-attr]
+
+            return from_hidden
+        onehot = torch.zeros(target.count, *logits.shape, dtype=torch.float32, device=logits.device)
+        onehot.scatter_(-1, target.labels.T.unsqueeze(-1).to(logits.device), 1.0)
+        return head_start(self._resolved, tape, onehot)
 
     def _check_tape(self, tape: Tape) -> None:
         missing = [i for i, record in enumerate(tape.layers) if record.probs is None]
@@ -406,24 +438,29 @@ class Explainer:
             )
 
     def _gradients(
-        self, tape: Tape, logits: torch.Tensor, targets: torch.Tensor, layers: list[int]
-    ) -> dict[int, torch.Tensor]:
-        """grad of each target logit w.r.t. A_l, (T, B, H, N, N): one backward pass for all T targets.
+        self, tape: Tape, target: Target, layers: list[int], hidden: torch.Tensor | None
+    ) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
+        """grad of each target score w.r.t. A_l, (T, B, H, N, N), and w.r.t. `hidden` if given: one backward pass.
 
-        Summing each target's logit over the batch gives every image its own gradient; the T targets
+        Summing each target's score over the batch gives every image its own gradient; the T targets
         are batched through the backward pass with `is_grads_batched` (vmap over grad_outputs).
         """
-        if not layers:
-            return {}
-        probs = [tape.layers[i].probs for i in layers]
-        onehot = torch.zeros(targets.shape[1], *logits.shape, dtype=logits.dtype, device=logits.device)
-        onehot.scatter_(-1, targets.T.unsqueeze(-1), 1.0)
+        inputs = [tape.layers[i].probs for i in layers] + ([hidden] if hidden is not None else [])
+        if not inputs:
+            return {}, None
+        scores = target.scores
         with torch.enable_grad():
-            if onehot.shape[0] == 1:
-                grads = [g.unsqueeze(0) for g in torch.autograd.grad(logits, probs, grad_outputs=onehot[0])]
+            if target.count == 1:
+                found = torch.autograd.grad(scores, inputs, torch.ones_like(scores), materialize_grads=True)
+                grads = [g.unsqueeze(0) for g in found]
             else:
-                grads = torch.autograd.grad(logits, probs, grad_outputs=onehot, is_grads_batched=True)
-        return {layer: widen(grad) for layer, grad in zip(layers, grads, strict=True)}
+                seeds = torch.eye(target.count, dtype=scores.dtype, device=scores.device)
+                seeds = seeds.unsqueeze(1).expand(-1, *scores.shape).contiguous()
+                grads = torch.autograd.grad(
+                    scores, inputs, grad_outputs=seeds, is_grads_batched=True, materialize_grads=True
+                )
+        hidden_grad = widen(grads[-1]) if hidden is not None else None
+        return {layer: widen(grad) for layer, grad in zip(layers, grads, strict=False)}, hidden_grad
 
     def _grid(self, tape: Tape) -> tuple[int, int]:
         return tuple(tape.patch_out.shape[-2:])  # type: ignore[union-attr, return-value]
@@ -455,8 +492,7 @@ class Explainer:
         tape: Tape,
         pixel_values: torch.Tensor,
         logits: torch.Tensor,
-        targets: torch.Tensor,
-        many: bool,
+        target: Target,
     ) -> Explanation:
         raw = method.compute(evidence)  # (T, B, P) or (T, B, H, W) for pixel methods
         height, width = pixel_values.shape[-2:]
@@ -471,9 +507,9 @@ class Explainer:
             heatmap = normalise(upsample(raw.float(), padded)[..., :height, :width])
         else:
             heatmap = to_heatmap(raw, (height, width))
-        labels = targets
-        if not many:
-            raw, heatmap, labels = raw[:, 0], heatmap[:, 0], targets[:, 0]
+        labels = target.labels
+        if not target.many:
+            raw, heatmap, labels = raw[:, 0], heatmap[:, 0], labels[:, 0]
         return Explanation(
             method=method.name,
             relevance=raw.detach(),

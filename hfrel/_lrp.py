@@ -11,7 +11,7 @@ Arithmetic runs in float32 (or float64 for float64 models) whatever the model's 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -205,6 +205,23 @@ def _head_relevance(resolved: ResolvedModel, tape: Tape, onehot: torch.Tensor, r
     return r_seq
 
 
+def hidden_relevance(hidden: torch.Tensor, grad: torch.Tensor, rules: Rules) -> torch.Tensor:
+    """Relevance of the last hidden states (T, B, N, D) for any target: hfrel's extension (docs/methods.md).
+
+    The target is read as a linear head over every hidden element with weights grad = d target / d hidden
+    (one output, relevance 1), and the rule set's linear rule splits that 1 over the contributions
+    hidden x grad. For a classifier's own logit this is exactly the head rule (the gradient is the head's row).
+    """
+    h = widen(hidden).to(grad.device)
+    g = widen(grad)
+    h_pos, h_neg, g_pos, g_neg = h.clamp(min=0), h.clamp(max=0), g.clamp(min=0), g.clamp(max=0)
+    positive, negative = h_pos * g_pos, h_neg * g_neg  # the two same-sign parts of hidden x grad
+    if rules == "cvpr":
+        total = safe_inverse(_sample_sum(positive) + _sample_sum(negative))
+        return (positive + negative) * total
+    return positive * safe_inverse(_sample_sum(positive)) + negative * safe_inverse(_sample_sum(negative))
+
+
 def _forward_product(output: torch.Tensor | None, *linears: nn.Linear) -> torch.Tensor | None:
     """`x @ W.T` recovered from the recorded output of one linear (or of several sharing x, concatenated),
     bias subtracted; None when the output is not full precision (rounded half-precision outputs would
@@ -326,24 +343,37 @@ def _pixel_relevance(resolved: ResolvedModel, tape: Tape, relevance: torch.Tenso
     return r_pixels.sum(dim=-3)
 
 
+Start = Callable[[Rules], torch.Tensor]
+"""The relevance a walk starts from, on the sequence the head reads (T, B, N, D), for one rule set."""
+
+
+def head_start(resolved: ResolvedModel, tape: Tape, onehot: torch.Tensor) -> Start:
+    """The start for class logits: one-hot relevance (T, B, C) through the family's exact head rule."""
+
+    def start(rules: Rules) -> torch.Tensor:
+        with _Weights(resolved.model).loaded(*resolved.heads):
+            return _head_relevance(resolved, tape, widen(onehot), rules)
+
+    return start
+
+
 def propagate(
     resolved: ResolvedModel,
     tape: Tape,
-    onehot: torch.Tensor,
+    start: Start,
     rules: Rules,
     down_to: int,
     to_pixels: bool,
     release: bool = False,
 ) -> Relevance:
-    """Walk relevance from the logits (one-hot, (T, B, C)) down to block `down_to`, or to the pixels.
+    """Walk relevance from its start (`head_start`, `hidden_relevance`, ...) down to block `down_to`, or to the pixels.
 
     `release`: this is the tape's last relevance pass, so each block's activations (all but A_l) are
     dropped once the pass has left the block; the peak memory then falls as the pass goes down.
     """
     weights = _Weights(resolved.model)
     with torch.no_grad():
-        with weights.loaded(*resolved.heads):
-            relevance = _head_relevance(resolved, tape, widen(onehot), rules)
+        relevance = start(rules)
         attention: dict[int, torch.Tensor] = {}
         totals: dict[int, torch.Tensor] = {}
         merges: dict[int, torch.Tensor] = {}

@@ -73,9 +73,9 @@ def _start_row(evidence: Evidence, like: torch.Tensor, lead: tuple[int, ...]) ->
     return readout.expand(*lead, evidence.batch, readout.shape[-1])
 
 
-def _lead(evidence: Evidence, layer: int, matrix: torch.Tensor, extra: int = 0) -> tuple[int, ...]:
-    """Axes of `matrix` before its batch (and `extra` further) axes, e.g. T for (T, B, N, N)."""
-    return tuple(matrix.shape[: matrix.dim() - 3 - extra])
+def _lead(matrix: torch.Tensor) -> tuple[int, ...]:
+    """Axes of a (..., B-layout, N, N) matrix before its batch axis, e.g. (T,) for (T, B, N, N)."""
+    return tuple(matrix.shape[: matrix.dim() - 3])
 
 
 def _merge_down(evidence: Evidence, row: torch.Tensor, above: int, rules: Rules | None) -> torch.Tensor:
@@ -103,27 +103,44 @@ def _row(evidence: Evidence, layer: int, matrix: torch.Tensor, heads: bool = Fal
     """
     if heads:
         matrix = matrix.movedim(-3, -4)  # (..., H, B, N, N)
-    row = _start_row(evidence, matrix, _lead(evidence, layer, matrix))
-    return _times(evidence, layer, row, matrix)
+    return _times(evidence, layer, _start_row(evidence, matrix, _lead(matrix)), matrix)
+
+
+def _departure_chain(
+    evidence: Evidence, changes: Callable[[int], torch.Tensor], rules: Rules | None, lead: tuple[int, ...] | None
+) -> torch.Tensor:
+    """The departure of readout . (I + X_{L-1}) ... (I + X_s) from the readout, over patch columns.
+
+    Carried as a vector-matrix chain (O(N^2) per block, block-sparse for windows). With `r` the readout
+    and `d` the departure, each block does `d <- d + d X_l + r X_l`: the readout itself is never added
+    in, so a mean readout's uniform 1/P cannot round away a class-specific part many orders smaller
+    (float32). Below each patch merge both `r` and `d` pass to the sources (shares per `rules`); the
+    result is the departure from the readout carried alone, i.e. from the same chain with every X = 0.
+    """
+    readout: torch.Tensor | None = None
+    departure: torch.Tensor | None = None
+    for layer in range(len(evidence.probs) - 1, evidence.start_layer - 1, -1):
+        x = changes(layer)
+        if readout is None:
+            readout = _start_row(evidence, x, _lead(x) if lead is None else lead)
+        readout = readout.to(x.device)
+        step = _times(evidence, layer, readout, x)
+        if departure is not None:
+            departure = departure.to(x.device)
+            step = departure + _times(evidence, layer, departure, x) + step
+        departure = step
+        if layer in evidence.merges:
+            readout = _merge_down(evidence, readout, layer, rules)
+            departure = _merge_down(evidence, departure, layer, rules)
+    departure = _to_first_stage(evidence, departure, evidence.start_layer - 1, rules)  # type: ignore[arg-type]
+    return departure[..., evidence.patches]
 
 
 def _rollout_product(
     evidence: Evidence, contributions: Callable[[int], torch.Tensor], rules: Rules | None = None
 ) -> torch.Tensor:
-    """readout . (I + C_{L-1}) ... (I + C_s), the rows passing each patch merge on the way down (shares per
-    `rules`), over the first stage's patch columns: a vector-matrix chain (O(N^2) per block, block-sparse
-    for windows)."""
-    row: torch.Tensor | None = None
-    for layer in range(len(evidence.probs) - 1, evidence.start_layer - 1, -1):
-        c = contributions(layer)
-        if row is None:
-            row = _start_row(evidence, c, _lead(evidence, layer, c))
-        row = row.to(c.device)
-        row = row + _times(evidence, layer, row, c)
-        if layer in evidence.merges:
-            row = _merge_down(evidence, row, layer, rules)
-    row = _to_first_stage(evidence, row, evidence.start_layer - 1, rules)  # type: ignore[arg-type]
-    return row[..., evidence.patches]
+    """The departure of readout . (I + C_{L-1}) ... (I + C_s) from the readout (see `_departure_chain`)."""
+    return _departure_chain(evidence, contributions, rules, None)
 
 
 def _transformer_attribution(evidence: Evidence) -> torch.Tensor:
@@ -143,21 +160,19 @@ def _generic_attention(evidence: Evidence) -> torch.Tensor:
 
 
 def _rollout(evidence: Evidence) -> torch.Tensor:
-    row: torch.Tensor | None = None
-    for layer in range(len(evidence.probs) - 1, evidence.start_layer - 1, -1):
+    """Departure of readout . B_{L-1} ... B_s from the readout, with B_l = I + D_l (rows of D_l sum to 0)."""
+
+    def change(layer: int) -> torch.Tensor:
         mixed = widen(evidence.probs[layer].detach()).mean(dim=1)
         layout = _layout(evidence, layer)
         if layout is not None:  # columns of padding slots are not tokens of the stage: no share of the row sum
             mixed = layout.real_columns(mixed)
-        mixed = mixed + torch.eye(mixed.shape[-1], dtype=mixed.dtype, device=mixed.device)
-        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
-        if row is None:
-            row = _start_row(evidence, mixed, ())
-        row = _times(evidence, layer, row.to(mixed.device), mixed)
-        if layer in evidence.merges:
-            row = _merge_down(evidence, row, layer, None)
-    row = _to_first_stage(evidence, row, evidence.start_layer - 1, None)  # type: ignore[arg-type]
-    return row[..., evidence.patches].expand(evidence.targets, -1, -1)
+        eye = torch.eye(mixed.shape[-1], dtype=mixed.dtype, device=mixed.device)
+        mixed = mixed + eye
+        # B_l - I: the diagonal subtraction is exact, B_l's diagonal lying in [1/2, 1]
+        return mixed / mixed.sum(dim=-1, keepdim=True) - eye
+
+    return _departure_chain(evidence, change, None, ()).expand(evidence.targets, -1, -1)
 
 
 def _last_columns(evidence: Evidence, row: torch.Tensor) -> torch.Tensor:

@@ -144,8 +144,12 @@ def test_other_hierarchical_families_are_refused_by_name(build, name):
 
 
 def test_unsupported_class_of_a_known_family():
-    model = tf.ViTModel(tf.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32))
-    with pytest.raises(hfrel.UnsupportedModelError, match=r"cannot explain a ViTModel.*ViTForImageClassification"):
+    config = tf.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, encoder_stride=16)
+    model = tf.ViTForMaskedImageModeling(config)
+    with pytest.raises(
+        hfrel.UnsupportedModelError,
+        match=r"cannot explain a ViTForMaskedImageModeling.*ViTForImageClassification, ViTModel",
+    ):
         hfrel.attach(model)
 
 

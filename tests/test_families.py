@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import hfrel
-from hfrel._lrp import propagate
+from hfrel._lrp import head_start, propagate
 from hfrel.models._families import BUILTIN_FAMILIES
 from tests import tiny
 from tests.state import assert_same, snapshot
@@ -26,7 +26,7 @@ def pixels():
 
 def test_every_builtin_family_has_a_case():
     seen = set()
-    for name in [*CASES, *tiny.HIERARCHICAL]:
+    for name in [*CASES, *tiny.BACKBONES, *tiny.HIERARCHICAL]:
         with hfrel.attach(tiny.build(name)) as explainer:
             seen.add(explainer.family)
     assert seen == {spec.name for spec in BUILTIN_FAMILIES}
@@ -80,7 +80,9 @@ def test_cvpr_relevance_is_conserved_through_every_block(name):
         onehot = torch.zeros(2, *logits.shape, dtype=torch.float64)
         onehot[0, :, 0] = 1.0
         onehot[1, :, 3] = 1.0
-        relevance = propagate(explainer._resolved, tape, onehot, "cvpr", down_to=0, to_pixels=True)
+        relevance = propagate(
+            explainer._resolved, tape, head_start(explainer._resolved, tape, onehot), "cvpr", down_to=0, to_pixels=True
+        )
     assert sorted(relevance.totals) == [0, 1]
     for total in relevance.totals.values():
         torch.testing.assert_close(total, torch.ones(2, 2, dtype=torch.float64), rtol=1e-7, atol=1e-7)

@@ -17,7 +17,7 @@ import torch
 
 import hfrel
 from hfrel._explainer import Explainer
-from hfrel._lrp import propagate
+from hfrel._lrp import head_start, propagate
 from hfrel._methods import METHODS
 from tests import tiny
 from tests.state import assert_same, snapshot
@@ -173,7 +173,8 @@ def test_cvpr_relevance_is_conserved_through_every_block_and_merge(name, monkeyp
         onehot = torch.zeros(2, *logits.shape, dtype=torch.float64)
         onehot[0, :, 0] = 1.0
         onehot[1, :, 3] = 1.0
-        relevance = propagate(explainer._resolved, tape, onehot, "cvpr", down_to=0, to_pixels=True)
+        start = head_start(explainer._resolved, tape, onehot)
+        relevance = propagate(explainer._resolved, tape, start, "cvpr", down_to=0, to_pixels=True)
     assert sorted(relevance.totals) == list(range(6))
     assert sorted(relevance.merges) == [2, 4]
     ones = torch.ones(2, 2, dtype=torch.float64)
@@ -282,7 +283,8 @@ def _eager_attention(name: str, pixels: torch.Tensor, label: int | None = None):
 
 
 def _reference(name: str, pixels: torch.Tensor, label: int, method: str, start_layer: int = 0) -> np.ndarray:
-    """generic_attention or rollout from the definitions: dense per-stage matrices, explicit merges."""
+    """generic_attention or rollout from the definitions: dense per-stage matrices, explicit merges; the map
+    is the departure of the rolled-out readout from the readout carried alone (every block the identity)."""
     probs, grads, model = _eager_attention(name, pixels, label)
     depths = list(model.config.depths)
     first_of_stage = np.cumsum([0, *depths])[1:-1].tolist()  # first block after each merge
@@ -292,6 +294,7 @@ def _reference(name: str, pixels: torch.Tensor, label: int, method: str, start_l
     for b in range(pixels.shape[0]):
         last = grids[-1][0] * grids[-1][1]
         row = np.full(last, 1.0 / last)
+        alone = row.copy()
         for layer in range(len(probs) - 1, -1, -1):
             if layer >= start_layer:
                 a, layout = probs[layer]
@@ -306,8 +309,9 @@ def _reference(name: str, pixels: torch.Tensor, label: int, method: str, start_l
                     mixed = _dense(a.mean(axis=1), layout)[0] + np.eye(n)
                     row = row @ (mixed / mixed.sum(axis=1, keepdims=True))
             if layer in first_of_stage:
-                row = row @ _merge_matrix(*grids[stage_of[layer] - 1])
-        maps.append(row.reshape(grids[0]))
+                merge = _merge_matrix(*grids[stage_of[layer] - 1])
+                row, alone = row @ merge, alone @ merge
+        maps.append((row - alone).reshape(grids[0]))
     return np.stack(maps)
 
 
@@ -376,7 +380,7 @@ def test_one_window_without_shift_reduces_to_the_plain_vit_formulas(monkeypatch)
     product = torch.eye(64, dtype=torch.float64)
     for layer in (1, 0):
         product = product @ (torch.eye(64, dtype=torch.float64) + (grads[layer] * probs[layer]).clamp(min=0).mean(2))
-    want = product.mean(dim=-2)
+    want = product.mean(dim=-2) - 1 / 64  # the departure from the mean readout
     torch.testing.assert_close(
         results["generic_attention"].relevance.double().flatten(1), want[0], rtol=1e-5, atol=1e-9
     )

@@ -140,10 +140,43 @@ HIERARCHICAL: dict[str, Callable[[], Case]] = {
 """Hierarchical families (stages, windows, merges): their own suite, tests/test_swin.py."""
 
 
+def _vision(config_class: type, **extra: object) -> object:
+    return config_class(**{k: v for k, v in COMMON.items() if k != "num_labels"}, **extra)
+
+
+def _clip_vision_config() -> object:
+    vision = {k: v for k, v in COMMON.items() if k not in ("num_labels", "hidden_dropout_prob")}
+    vision["attention_dropout"] = vision.pop("attention_probs_dropout_prob")
+    return tf.CLIPVisionConfig(**vision, projection_dim=16)
+
+
+def _dinov2_config(config_class: type, **extra: object) -> object:
+    keep = {k: v for k, v in COMMON.items() if k not in ("num_labels", "intermediate_size")}
+    return config_class(**keep, mlp_ratio=2, **extra)
+
+
+BACKBONES: dict[str, Callable[[], Case]] = {
+    "vit-backbone": lambda: (tf.ViTModel, _vision(tf.ViTConfig)),
+    "deit-backbone": lambda: (tf.DeiTModel, _vision(tf.DeiTConfig)),
+    "beit-backbone": lambda: (
+        tf.BeitModel,
+        _vision(tf.BeitConfig, use_relative_position_bias=True, use_mean_pooling=True, layer_scale_init_value=0.5),
+    ),
+    "dinov2-backbone": lambda: (tf.Dinov2Model, _dinov2_config(tf.Dinov2Config)),
+    "dinov2-registers-backbone": lambda: (
+        tf.Dinov2WithRegistersModel,
+        _dinov2_config(tf.Dinov2WithRegistersConfig, num_register_tokens=3),
+    ),
+    "clip-vision": lambda: (tf.CLIPVisionModel, _clip_vision_config()),
+    "clip-vision-projection": lambda: (tf.CLIPVisionModelWithProjection, _clip_vision_config()),
+}
+"""Backbones without a head, explained with `target=`."""
+
+
 def build(name: str, seed: int = 0, std: float = 0.3, attn_implementation: str | None = None) -> torch.nn.Module:
     """A tiny model of case `name`, with seeded random weights, in eval mode (default attention: sdpa)."""
     torch.manual_seed(seed)
-    model_class, config = {**CASES, **HIERARCHICAL}[name]()
+    model_class, config = {**CASES, **BACKBONES, **HIERARCHICAL}[name]()
     if attn_implementation is None:
         model = model_class(config)
     else:

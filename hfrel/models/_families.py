@@ -197,6 +197,90 @@ SWINV2 = FamilySpec(
     "position bias; its attention is a fixed module class (probabilities read from its dropout)",
 )
 
+# Backbones without a head: explained with `target=`; `pooling` names the tokens the model pools
+# (its pooler_output), which the rollout-type methods read.
+
+VIT_BACKBONE = FamilySpec(
+    name="vit-backbone",
+    model_types=("vit",),
+    classes=("ViTModel",),
+    embeddings="embeddings",
+    final_norm="layernorm",
+    heads=(),
+    notes="ViT without a head; pooler_output is read from CLS",
+    **_VIT_ROLES,
+)
+
+DEIT_BACKBONE = FamilySpec(
+    name="deit-backbone",
+    model_types=("deit",),
+    classes=("DeiTModel",),
+    embeddings="embeddings",
+    final_norm="layernorm",
+    heads=(),
+    prefix_tokens=2,
+    notes="DeiT without a head; pooler_output is read from CLS",
+    **_VIT_ROLES,
+)
+
+BEIT_BACKBONE = FamilySpec(
+    name="beit-backbone",
+    model_types=("beit",),
+    classes=("BeitModel",),
+    embeddings="embeddings",
+    final_norm="layernorm",
+    heads=(),
+    layer_scales=("lambda_1", "lambda_2"),
+    pooling=_mean_or_cls,
+    notes="BEiT without a head; pooler_output is the mean of the patch tokens (use_mean_pooling) or CLS",
+)
+
+DINOV2_BACKBONE = FamilySpec(
+    name="dinov2-backbone",
+    model_types=("dinov2",),
+    classes=("Dinov2Model",),
+    embeddings="embeddings",
+    final_norm="layernorm",
+    heads=(),
+    mlp_in="mlp.fc1|mlp.up_proj",
+    mlp_gate="mlp.gate_proj",
+    mlp_out="mlp.fc2|mlp.down_proj",
+    layer_scales=("layer_scale1.lambda1", "layer_scale2.lambda1"),
+    interpolation="always",
+    notes="DINOv2 without a head; pooler_output is CLS",
+)
+
+DINOV2_REGISTERS_BACKBONE = FamilySpec(
+    name="dinov2-registers-backbone",
+    model_types=("dinov2_with_registers",),
+    classes=("Dinov2WithRegistersModel",),
+    embeddings="embeddings",
+    final_norm="layernorm",
+    heads=(),
+    mlp_in="mlp.fc1|mlp.up_proj",
+    mlp_gate="mlp.gate_proj",
+    mlp_out="mlp.fc2|mlp.down_proj",
+    layer_scales=("layer_scale1.lambda1", "layer_scale2.lambda1"),
+    prefix_tokens=lambda config: 1 + int(config.num_register_tokens),
+    interpolation="always",
+    notes="DINOv2 with registers, without a head; pooler_output is CLS",
+)
+
+CLIP_VISION = FamilySpec(
+    name="clip-vision",
+    model_types=("clip_vision_model",),
+    classes=("CLIPVisionModel", "CLIPVisionModelWithProjection"),
+    embeddings="vision_model.embeddings|embeddings",
+    final_norm=None,
+    heads=(),
+    attention="self_attn",
+    query="self_attn.q_proj",
+    key="self_attn.k_proj",
+    value="self_attn.v_proj",
+    out="self_attn.out_proj",
+    notes="the CLIP vision tower alone; pooler_output (and image_embeds) come from CLS after post_layernorm",
+)
+
 BUILTIN_FAMILIES = (
     VIT,
     DEIT,
@@ -206,6 +290,12 @@ BUILTIN_FAMILIES = (
     DINOV2,
     DINOV2_REGISTERS,
     CLIP,
+    VIT_BACKBONE,
+    DEIT_BACKBONE,
+    BEIT_BACKBONE,
+    DINOV2_BACKBONE,
+    DINOV2_REGISTERS_BACKBONE,
+    CLIP_VISION,
     SWIN,
     SWINV2,
 )

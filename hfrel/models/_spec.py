@@ -52,7 +52,8 @@ class FamilySpec:
     embeddings: str
     """Module whose output is the token sequence with position embeddings added."""
     heads: tuple[str, ...] = ("classifier",)
-    """The classifier `nn.Linear`(s); two for "cls+dist" pooling (CLS head, distillation head)."""
+    """The classifier `nn.Linear`(s); two for "cls+dist" pooling (CLS head, distillation head); none for a
+    backbone, which is explained with `target=` and whose `pooling` says which tokens it pools."""
     final_norm: str | None = None
     """Module whose output is the sequence the head pools from; None: the last block's output."""
     query: str = "attention.q_proj"
@@ -105,7 +106,7 @@ class FamilySpec:
     def __post_init__(self) -> None:
         if not callable(self.pooling) and self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS} or a callable, got {self.pooling!r}")
-        if self.pooling == "cls+dist" and len(self.heads) != 2:
+        if self.pooling == "cls+dist" and self.heads and len(self.heads) != 2:
             raise ValueError('pooling "cls+dist" needs two heads (CLS head, distillation head)')
         if (self.eager_attention is None) != (self.probs_tap is None):
             raise ValueError("eager_attention and probs_tap go together: give both or neither")
@@ -235,9 +236,9 @@ def find_spec(model: nn.Module) -> FamilySpec:
     if known_type:
         classes = sorted({c for s in _REGISTRY if model_type in s.model_types for c in s.classes})
         raise UnsupportedModelError(
-            f"hfrel cannot explain a {class_name} (model_type {model_type!r}): it explains the classification "
-            f"models {', '.join(classes)} of this family, which have a linear head over classes. "
-            f"Load the checkpoint with AutoModelForImageClassification."
+            f"hfrel cannot explain a {class_name} (model_type {model_type!r}): it explains the models "
+            f"{', '.join(classes)} of this family (classifiers with a linear head; backbones with target=). "
+            f"Load the checkpoint with AutoModelForImageClassification, or AutoModel for the backbone."
         )
     raise UnsupportedModelError(
         f"hfrel cannot explain model_type {model_type!r} ({class_name}). It explains plain vision transformers "
@@ -396,9 +397,9 @@ def resolve(spec: FamilySpec, model: nn.Module) -> ResolvedModel:
     if pooling not in POOLINGS:
         raise UnsupportedModelError(f"{where}: pooling {pooling!r} is not one of {POOLINGS}")
     prefix = spec.prefix_tokens(vision) if callable(spec.prefix_tokens) else spec.prefix_tokens
-    num_labels = heads[0].out_features
+    num_labels = heads[0].out_features if heads else 0
     interpolation = spec.interpolation(vision) if callable(spec.interpolation) else spec.interpolation
-    if pooling == "cls+mean" and heads[0].in_features != 2 * blocks[0].out.out_features:
+    if pooling == "cls+mean" and heads and heads[0].in_features != 2 * blocks[0].out.out_features:
         raise UnsupportedModelError(f"{where}: a CLS+mean head must take twice the hidden size")
     return ResolvedModel(
         spec=spec,
