@@ -2,6 +2,7 @@
 
     python benchmarks/run.py                 # DeiT-small and ViT-Base shapes, batches 1, 8, 32 (long on CPU)
     python benchmarks/run.py --quick         # DeiT-small shape, batch 8: the numbers the targets are about
+    python benchmarks/run.py --shapes swin-tiny --batches 8   # Swin-T shape (windows, merges)
 
 Everything is measured side by side in one process, interleaved round by round, and the median of
 the rounds is reported, so a busy machine slows every column alike. Baselines are the model as the
@@ -25,22 +26,38 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from transformers import DeiTConfig, DeiTForImageClassification, ViTConfig, ViTForImageClassification
+from transformers import (
+    DeiTConfig,
+    DeiTForImageClassification,
+    SwinConfig,
+    SwinForImageClassification,
+    ViTConfig,
+    ViTForImageClassification,
+)
 
 import hfrel
 
 SHAPES = {
     "deit-small": (DeiTForImageClassification, DeiTConfig, dict(hidden_size=384, num_attention_heads=6)),
     "vit-base": (ViTForImageClassification, ViTConfig, dict(hidden_size=768, num_attention_heads=12)),
+    # Swin-T: 224 px, 4 px patches, 7x7 windows, stages of 2-2-6-2 blocks, 96 channels doubling per stage
+    "swin-tiny": (
+        SwinForImageClassification,
+        SwinConfig,
+        dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7, patch_size=4),
+    ),
 }
 BASELINES = ("forward", "forward+backward")
 MULTI_CLASS = 4  # classes per image for the "several classes in one call" measurement
 
 
 def build(shape: str, device: torch.device) -> torch.nn.Module:
-    """Random weights in the shape of the named model: 224 px, 16 px patches, 12 blocks, 1000 classes."""
+    """Random weights in the shape of the named model: 224 px, 16 px patches, 12 blocks, 1000 classes
+    (Swin-T: its own stages, windows and patches)."""
     model_class, config_class, size = SHAPES[shape]
     torch.manual_seed(0)
+    if config_class is SwinConfig:
+        return model_class(config_class(**size, image_size=224, num_labels=1000)).to(device).eval()
     config = config_class(
         **size,
         num_hidden_layers=12,

@@ -35,7 +35,7 @@ class Evidence:
     patches: slice  # the patch columns of the first stage
     start_layer: int
     targets: int  # T
-    batch: int = 0  # B
+    batch: int = 0  # B; 0: read from the attention of the last block
     layouts: list[WindowLayout | None] = field(default_factory=list)
     merges: dict[int, MergeLayout] = field(default_factory=dict)
 
@@ -70,7 +70,11 @@ def _times(evidence: Evidence, layer: int, row: torch.Tensor, matrix: torch.Tens
 def _start_row(evidence: Evidence, like: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
     """The readout row (..., B, N_last) in `like`'s dtype and device."""
     readout = evidence.readout.to(device=like.device, dtype=like.dtype)
-    return readout.expand(*lead, evidence.batch, readout.shape[-1])
+    batch = evidence.batch
+    if not batch:
+        layout = _layout(evidence, len(evidence.probs) - 1)
+        batch = evidence.probs[-1].shape[0] // (layout.windows if layout is not None else 1)
+    return readout.expand(*lead, batch, readout.shape[-1])
 
 
 def _lead(matrix: torch.Tensor) -> tuple[int, ...]:
