@@ -109,7 +109,9 @@ def operations(model: torch.nn.Module, explainer_of: Callable, pixels: torch.Ten
     return ops
 
 
-def measure_times(shape: str, batch: int, methods: list[str], repeats: int, device: torch.device) -> dict:
+def measure_times(
+    shape: str, batch: int, methods: list[str], repeats: int, device: torch.device, multi_cells: bool = True
+) -> dict:
     model = build(shape, device)
     pixels = inputs(batch, device)
     labels = torch.arange(batch * MULTI_CLASS).reshape(batch, MULTI_CLASS) % 1000
@@ -135,7 +137,7 @@ def measure_times(shape: str, batch: int, methods: list[str], repeats: int, devi
     }
     samples: dict[str, list[float]] = {}
     for round_index in range(repeats + 1):  # round 0 warms up and is not counted
-        for name, op in {**ops, **(multi if batch == 8 else {})}.items():
+        for name, op in {**ops, **(multi if batch == 8 and multi_cells else {})}.items():
             if name in BASELINES:
                 plain()
             seconds = timed(op, device)
@@ -215,10 +217,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="DeiT-small shape, batch 8 only")
     parser.add_argument("--shapes", default="deit-small,vit-base")
     parser.add_argument("--batches", default="1,8,32")
-    parser.add_argument("--methods", default=",".join(hfrel.methods()))
+    parser.add_argument("--method", action="append", help="method to time; repeat for several (default: all)")
     parser.add_argument("--repeats", type=int, default=5, help="counted rounds per cell (median reported)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--no-multi", action="store_true", help="skip the several-classes / all-methods cells")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     if args.quick:
@@ -226,7 +229,7 @@ def main() -> None:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else args.device)
     if args.device == "auto" and device.type != "cuda":
         device = torch.device("cpu")
-    methods = args.methods.split(",")
+    methods = args.method or hfrel.methods()
     results: dict = {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
@@ -241,13 +244,15 @@ def main() -> None:
         for batch in map(int, args.batches.split(",")):
             repeats = args.repeats if batch <= 8 else max(2, args.repeats // 2)
             started = time.perf_counter()
-            cell = {"seconds": measure_times(shape, batch, methods, repeats, device)}
+            cell = {"seconds": measure_times(shape, batch, methods, repeats, device, not args.no_multi)}
             if not args.no_memory:
                 cell["memory_bytes"] = {op: measure_memory(shape, batch, op, device) for op in [*BASELINES, *methods]}
             results["cells"].setdefault(shape, {})[str(batch)] = cell
             print(f"{shape} batch {batch}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{'quick' if args.quick else 'full'}-{device.type}"
+    if args.shapes == "swin-tiny":
+        stem = f"swin-{device.type}"
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     markdown = table(results, device)
     (args.out / f"{stem}.md").write_text(markdown.lstrip() + "\n")

@@ -77,7 +77,7 @@ def main() -> None:
         examples(args.examples),
         args.out,
         label_column="label",  # explain each example's own class; without it, the predicted class
-        methods=["transformer_attribution", "rollout"],
+        method=["transformer_attribution", "rollout"],
         top_k=3,
         batch_size=4,
         verbose=True,  # print what `hfrel explain` prints

@@ -46,7 +46,7 @@ def main() -> None:
     watched = make_scenes(4, objects=2, seed=11)  # two objects each: does each class keep its own map?
     mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
-    callback = ExplainCallback((watched.images - mean) / std, labels=watched.labels, every_n_steps=4)
+    callback = ExplainCallback((watched.images - mean) / std, label=watched.labels, every_n_steps=4)
     training = TrainingArguments(
         output_dir=str(args.out),
         max_steps=args.steps,

@@ -2,10 +2,10 @@
 
 Fused attention (sdpa, flash) never materialises the attention probabilities A_l, so while a model is
 attached it runs `capture_attention`, registered with transformers' AttentionInterface under
-`ATTENTION_NAME`. Its arithmetic is transformers' eager attention; on top it hands q, k, v, A_l and
-A_l v to the tape of the explanation in progress. Linear inputs and outputs come from forward hooks.
-Nothing is recorded unless an explanation is running, so plain forwards of an attached model keep
-no memory.
+`ATTENTION_NAME`. Its arithmetic is transformers' eager attention; on top it hands q, k, v and A_l to
+the tape of the explanation in progress (A_l v is the output linear's input, recorded there).
+Linear inputs and outputs come from forward hooks. Nothing is recorded unless an explanation is
+running, so plain forwards of an attached model keep no memory.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def capture_attention(
     context = torch.matmul(probs, value)
     sink = _ATTENTION_SINKS.get(module)
     if sink is not None:
-        sink(query, key, value, probs, context)
+        sink(query, key, value, probs)
     return context.transpose(1, 2).contiguous(), probs
 
 
@@ -74,7 +74,6 @@ class LayerRecord:
     k: torch.Tensor | None = None
     v: torch.Tensor | None = None
     probs: torch.Tensor | None = None  # A_l (B, H, N, N), part of the autograd graph when gradients are needed
-    context: torch.Tensor | None = None  # A_l v (B, H, N, d)
     out_in: torch.Tensor | None = None  # input of the attention output linear (B, N, D)
     out_out: torch.Tensor | None = None  # its output
     projections: dict[str, torch.Tensor] = field(default_factory=dict)  # outputs of the q/k/v linears (B, N, H*d)
@@ -246,14 +245,14 @@ class Recorder:
         return hook
 
     def _on_attention(self, index: int) -> Callable:
-        def sink(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, probs: torch.Tensor, context: torch.Tensor) -> None:
+        def sink(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, probs: torch.Tensor) -> None:
             tape = self.tape
             if tape is None:
                 return
             record = tape.layers[index]
             record.probs = probs
             if tape.activations:
-                record.q, record.k, record.v, record.context = q, k, v, context
+                record.q, record.k, record.v = q, k, v
 
         return sink
 

@@ -20,10 +20,11 @@ from torch import nn
 from torch.profiler import record_function
 
 from hfrel._capture import ATTENTION_NAME, Recorder, Tape
-from hfrel._errors import AttachError, HfrelError, InputError, LabelError, MethodError, UnsupportedModelError
+from hfrel._errors import AttachError, ContextError, InputError, LabelError, UnsupportedModelError
 from hfrel._explanation import Explanation, normalise, to_heatmap, upsample
 from hfrel._lrp import Relevance, Start, head_start, hidden_relevance, propagate, widen
 from hfrel._methods import METHODS, Evidence, Method
+from hfrel._options import check_start_layer, method_names
 from hfrel._targets import Target, TargetFn, check_exclusive, class_target, function_target
 from hfrel.models import _families  # noqa: F401  (registers the built-in families)
 from hfrel.models._spec import FamilySpec, ResolvedModel, find_spec, resolve
@@ -124,8 +125,11 @@ class Explainer:
                 step()
             except Exception as error:  # keep undoing the rest, report afterwards
                 errors.append(error)
-        if errors:
+        if len(errors) == 1:
             raise errors[0]
+        if errors:
+            listed = "; ".join(f"{type(error).__name__}: {error}" for error in errors)
+            raise AttachError(f"{len(errors)} steps of undoing hfrel's changes failed: {listed}") from errors[0]
 
     def _route_attention(self) -> None:
         """Switch the model to hfrel's capturing attention function; remember every config's own choice."""
@@ -237,9 +241,9 @@ class Explainer:
                 f"explain; pass target=fn, a function of the outputs returning (B,) or (B, K) scores, e.g. "
                 f"target=lambda outputs: outputs.pooler_output @ query."
             )
-        names = [method] if isinstance(method, str) else list(method)
-        chosen = self._methods(names)
-        self._check_start_layer(start_layer)
+        names = method_names(method)
+        chosen = [METHODS[name] for name in names]
+        check_start_layer(start_layer, self.num_layers)
         pixel_values, model_kwargs = self._check_inputs(pixel_values, model_kwargs)
         with self._eval_mode():
             results = self._run(pixel_values, label, target, chosen, start_layer, model_kwargs)
@@ -261,22 +265,6 @@ class Explainer:
                 record.probs.detach() if record.layout is None else record.layout.embed(record.probs.detach())
                 for record in tape.layers
             ]
-
-    def _methods(self, names: list[str]) -> list[Method]:
-        if not names:
-            raise MethodError(f"no method given; choose from {', '.join(METHODS)}.")
-        unknown = [n for n in names if n not in METHODS]
-        if unknown:
-            raise MethodError(f"unknown method {unknown[0]!r}; hfrel's methods are: {', '.join(METHODS)}.")
-        return [METHODS[n] for n in dict.fromkeys(names)]
-
-    def _check_start_layer(self, start_layer: object) -> None:
-        layers = self.num_layers
-        if isinstance(start_layer, bool) or not isinstance(start_layer, int) or not 0 <= start_layer < layers:
-            raise MethodError(
-                f"start_layer must be an int in [0, {layers - 1}] (this model has {layers} blocks); "
-                f"got {start_layer!r}."
-            )
 
     def _check_inputs(self, pixel_values: object, model_kwargs: dict) -> tuple[torch.Tensor, dict]:
         resolved = self._resolved
@@ -372,7 +360,7 @@ class Explainer:
         hidden_start = target_fn is not None and bool(rule_depths)  # LRP starts from hidden x gradient
         needs_graph = bool(grad_layers) or hidden_start
         if needs_graph and torch.is_inference_mode_enabled():
-            raise HfrelError("these methods need autograd; call explain() outside torch.inference_mode().")
+            raise ContextError("these methods need autograd; call explain() outside torch.inference_mode().")
         inputs = pixel_values.detach()
         with torch.enable_grad() if needs_graph else torch.no_grad(), record_function("hfrel.forward"):
             if needs_graph:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -39,23 +39,42 @@ def to_heatmap(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Explanation:
-    """One method's explanation of a batch.
+    """One method's explanation of a batch of B images.
 
-    With one target per image, tensors are (B, ...); with K targets per image (labels of shape
-    (B, K)) they are (B, K, ...).
+    With one target per image (`label` None, one class, or B of them) the tensors are (B, ...);
+    with K targets per image (`label` of shape (B, K)) they carry a target axis: (B, K, ...).
+    `has_target_axis` says which, `num_targets` gives K, and `with_target_axis()` always gives (B, K, ...).
     """
 
     method: str
     relevance: torch.Tensor
-    """Raw map: (B, gh, gw) on the patch grid; for "lrp", (B, H, W) on the pixels."""
+    """Raw map on the patch grid, (B, gh, gw) or (B, K, gh, gw); for "lrp" on the pixels, (B[, K], H, W)."""
     heatmap: torch.Tensor
-    """(B, H, W): `relevance` upsampled bilinearly to the input size, min-max normalised per map to [0, 1]."""
+    """(B[, K], H, W): `relevance` upsampled bilinearly to the input size, min-max normalised per map to [0, 1]."""
     labels: torch.Tensor
-    """(B,) the class explained for each image."""
+    """(B,) or (B, K): the class explained by each map."""
     logits: torch.Tensor
     """(B, num_labels) the model's logits for the batch."""
     start_layer: int | None
     """First block combined (methods that roll out over blocks); None for single-block methods."""
+
+    @property
+    def has_target_axis(self) -> bool:
+        """True when the tensors are (B, K, ...): the caller asked for K targets per image."""
+        return self.labels.dim() == 2
+
+    @property
+    def num_targets(self) -> int:
+        """K, the number of targets explained per image (1 without a target axis)."""
+        return int(self.labels.shape[1]) if self.has_target_axis else 1
+
+    def with_target_axis(self) -> Explanation:
+        """The same explanation with the target axis present, (B, K, ...), K = 1 when it was absent."""
+        if self.has_target_axis:
+            return self
+        return replace(
+            self, relevance=self.relevance[:, None], heatmap=self.heatmap[:, None], labels=self.labels[:, None]
+        )
 
     @property
     def probabilities(self) -> torch.Tensor:
@@ -64,13 +83,12 @@ class Explanation:
 
     def cpu(self) -> Explanation:
         """The same explanation with every tensor on the CPU."""
-        return Explanation(
-            method=self.method,
+        return replace(
+            self,
             relevance=self.relevance.cpu(),
             heatmap=self.heatmap.cpu(),
             labels=self.labels.cpu(),
             logits=self.logits.cpu(),
-            start_layer=self.start_layer,
         )
 
     def plot(

@@ -8,6 +8,7 @@ two ways to line a map up with a picture: on the image the model saw, or on the 
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,21 @@ from torch.nn import functional as F
 from hfrel._errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
+# What Pillow's decoders raise on a malformed file (its plugins parse bytes with struct and index
+# tables); anything else, MemoryError above all, is not the file's fault and is not caught.
+DECODE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    Image.DecompressionBombError,
+)
 
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
@@ -54,7 +70,7 @@ def open_upright(path: str | Path, missing: str = "file at") -> Image.Image:
         raise InputError(f"{path} is too large to read safely ({error})") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise InputError(f"{path} is a corrupt or truncated image ({_first_line(error)})") from error
-    except Exception as error:  # a decoder failing its own way on a malformed file: still a bad file
+    except DECODE_ERRORS as error:  # a decoder failing its own way on a malformed file: still a bad file
         raise InputError(f"{path} could not be read ({type(error).__name__}: {_first_line(error)})") from error
 
 

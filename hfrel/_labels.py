@@ -122,3 +122,23 @@ def _from_sequence(items: list, id2label: Mapping | None, num_labels: int) -> to
             raise LabelError("nested labels must all have the same length K (a (B, K) table).")
         return torch.tensor(rows, dtype=torch.long)
     return torch.tensor([one(i) for i in items], dtype=torch.long)
+
+
+def fixed_labels(label: object, id2label: Mapping | None, num_labels: int, *, option: str = "label") -> tuple[int, ...]:
+    """The classes to explain for every image, from one or many indices or class names (no duplicates)."""
+    values = [label] if isinstance(label, (str, numbers.Integral)) else label
+    if isinstance(values, torch.Tensor):
+        values = values.tolist()
+    if not isinstance(values, Sequence) or isinstance(values, str):
+        raise LabelError(f"{option} must be a class index, a class name, or a list of them; got {label!r}.")
+    if not values:
+        raise LabelError(f"{option} is empty: pass at least one class, or None for each image's predicted class.")
+    resolved = []
+    for value in values:
+        if isinstance(value, str):
+            resolved.append(label_from_name(value, id2label, num_labels))
+        elif _is_integer(value):
+            resolved.append(check_index(int(value), num_labels))  # type: ignore[arg-type]
+        else:
+            raise LabelError(f"{option} must be class indices or class names; got {value!r}.")
+    return tuple(dict.fromkeys(resolved))

@@ -32,9 +32,21 @@ def safe_inverse(b: torch.Tensor) -> torch.Tensor:
 
     Computed once per denominator and shared by every relevance divided by it (all targets).
     """
-    den = b + EPS
-    den.masked_fill_(den == 0, EPS)  # b == -1e-9 exactly: divide by 1e-9, as the reference does
-    return den.reciprocal_().masked_fill_(b == 0, 0.0)
+    inverse = (b + EPS).reciprocal_()
+    # b == -1e-9 exactly makes b + 1e-9 == +0 and the reciprocal +inf (nothing else can: b + 1e-9 is
+    # +0 or at least a float's spacing near 1e-9 away from 0); the reference divides by 1e-9 there
+    torch.nan_to_num_(inverse, nan=float("nan"), posinf=1.0 / EPS, neginf=float("-inf"))
+    return inverse.masked_fill_(b == 0, 0.0)
+
+
+def _nonnegative_inverse(z: torch.Tensor) -> torch.Tensor:
+    """1 / (z + 1e-9) for a denominator z >= 0, in place; where z == 0 it is 1e9, not sdiv's 0.
+
+    Only for the linear rules: there z_j = sum_i x_i W_ji over terms that are all >= 0, so z_j == 0
+    means every term is 0, and everything s_j = R_j / (z_j + 1e-9) reaches is multiplied by such a
+    zero (x_i or W_ji) on the way back: the result is the same exact 0 without masking z == 0.
+    """
+    return z.add_(EPS).reciprocal_()
 
 
 def sdiv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -68,18 +80,23 @@ def linear_rule(
     """
     x = widen(x)
     weight = widen(weight).to(x.device)
-    w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
     x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
-    if rules == "cvpr":
-        if product is not None and product.dtype == x.dtype:
-            z = (x.abs() @ weight.abs().T).add_(product.to(x.device)).mul_(0.5)
-        else:
+    if rules == "cvpr" and product is not None and product.dtype == x.dtype:
+        # 2z = |x| |W|^T + x W^T, clamped at 0 against rounding (z >= 0); 1 / (2z + 2e-9) is half of
+        # sdiv's reciprocal, and the doubled weights below make up the factor 2 exactly
+        twice = (x.abs() @ weight.abs().T).add_(product.to(x.device)).clamp_(min=0)
+        s_pos = s_neg = relevance * twice.add_(2 * EPS).reciprocal_()
+        weight = weight * 2
+        w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
+    else:
+        w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
+        if rules == "cvpr":
             z = x_pos @ w_pos.T
             z += x_neg @ w_neg.T
-        s_pos = s_neg = relevance * safe_inverse(z)
-    else:
-        s_pos = relevance * safe_inverse(x_pos @ w_pos.T)
-        s_neg = relevance * safe_inverse(x_neg @ w_neg.T)
+            s_pos = s_neg = relevance * _nonnegative_inverse(z)
+        else:
+            s_pos = relevance * _nonnegative_inverse(x_pos @ w_pos.T)
+            s_neg = relevance * _nonnegative_inverse(x_neg @ w_neg.T)
     out = (s_pos @ w_pos).mul_(x_pos)
     return out.addcmul_(s_neg @ w_neg, x_neg)
 
@@ -300,7 +317,8 @@ def _block_relevance(
     _b, n, _ = r_context.shape[-3:]
     r_context = r_context.reshape(*r_context.shape[:-1], block.num_heads, -1).transpose(-3, -2)
     probs, v = widen(record.probs.detach()), widen(record.v)
-    context = widen(record.context) if record.context is not None else probs @ v
+    # A_l v is the output linear's input, heads side by side: read it back rather than keep a copy
+    context = widen(record.out_in).reshape(*record.out_in.shape[:-1], block.num_heads, -1).transpose(-3, -2)
     r_probs, r_v = matmul_rule(probs, v, context, r_context)
     if not need_input:
         return r_probs, None

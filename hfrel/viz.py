@@ -200,10 +200,9 @@ def plot_explanation(
     [0, 1] such as `model_view(pixel_values, processor)`, or a list of PIL images / arrays). Without
     images the maps are drawn in the colormap alone. `index` plots one image of the batch.
     """
-    heat = explanation.heatmap.detach().float().cpu()
-    labels = explanation.labels.detach().cpu()
-    if heat.dim() == 3:  # one target per image -> (B, 1, H, W)
-        heat, labels = heat[:, None], labels[:, None]
+    stacked = explanation.with_target_axis()  # (B, K, H, W), K = 1 for one target per image
+    heat = stacked.heatmap.detach().float().cpu()
+    labels = stacked.labels.detach().cpu()
     batch, targets = heat.shape[:2]
     if images is not None and len(images) != batch:
         raise InputError(f"got {len(images)} images for an explanation of {batch}")

@@ -24,9 +24,10 @@ from PIL import Image
 
 import hfrel
 from hfrel import viz
-from hfrel._images import load_image
-from hfrel.cli import explain as explain_command
+from hfrel._images import Problem, load_image
 from hfrel.cli import main
+from hfrel.pipeline import Settings
+from hfrel.pipeline.records import summarise
 from tests import tiny
 from tests.pictures import smooth_image
 
@@ -156,7 +157,7 @@ def test_summary_is_rebuilt_from_per_image_records_in_any_order(run, checkpoint)
     _, _, summary = run
     records = list(summary["images"])
     random.Random(0).shuffle(records)
-    settings = explain_command.Settings(
+    settings = Settings(
         out=Path("out"),
         methods=tuple(METHODS),
         labels=(0, 3),
@@ -167,8 +168,8 @@ def test_summary_is_rebuilt_from_per_image_records_in_any_order(run, checkpoint)
         alpha=0.5,
         original_size=True,
     )
-    problems = [explain_command.Problem("missing.png", "no such file or folder: missing.png")]
-    rebuilt = explain_command.summarise(settings, summary["model"], records, problems)
+    problems = [Problem("missing.png", "no such file or folder: missing.png")]
+    rebuilt = summarise(settings, summary["model"], records, problems)
     assert json.loads(json.dumps(rebuilt)) == summary
 
 
@@ -313,7 +314,7 @@ ERRORS = [
     (["whole.png"], {"--label": "tabby"}, r"unknown class name 'tabby'.* Close matches: 'tabby cat' \(0\)\."),
     (["whole.png"], {"--label": "CAT"}, r"class name 'CAT' is ambiguous: it names 'Cat' \(2\), 'cat' \(3\)"),
     (["whole.png"], {"--method": "magic"}, r"unknown method 'magic'; hfrel's methods are: transformer_attribution, "),
-    (["whole.png"], {"--start-layer": "2"}, r"--start-layer must be in \[0, 1\] \(this model has 2 blocks\); got 2"),
+    (["whole.png"], {"--start-layer": "2"}, r"--start-layer must be an int in \[0, 1\] \(this model has 2 blocks\)"),
     (["whole.png"], {"--cmap": "virdis"}, r"unknown colormap 'virdis'.*Close matches: viridis"),
     (["whole.png"], {"--top-k": "0"}, r"--top-k must be at least 1; got 0"),
     (["whole.png"], {"--batch-size": "0"}, r"--batch-size must be at least 1; got 0"),
@@ -360,7 +361,7 @@ def test_other_failures_exit_1_without_a_traceback(capsys, monkeypatch, bad_inpu
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(hfrel._batch, "explain_batch", broken)
+    monkeypatch.setattr(hfrel.pipeline.batches, "explain_batch", broken)
     monkeypatch.chdir(bad_inputs)
     code, _, err = _main(capsys, "explain", "whole.png", "--model", str(checkpoint), "--out", "out-1")
     assert code == 1

@@ -25,8 +25,9 @@ import transformers as tf
 from PIL import Image
 
 import hfrel
-from hfrel import _batch, viz
+from hfrel import viz
 from hfrel.cli import main
+from hfrel.pipeline import fingerprint, processes
 from tests import tiny
 from tests.pictures import smooth_image
 
@@ -291,7 +292,7 @@ def test_examples_explain_their_predicted_class_unless_a_label_column_is_named(c
     assert all(image["explained"] == image["predictions"][:1] for image in ok)
 
     labelled = hfrel.explain_images(
-        model, processor, rows, tmp_path / "labelled", label_column="label", methods="rollout", progress="never"
+        model, processor, rows, tmp_path / "labelled", label_column="label", method="rollout", progress="never"
     )
     assert labelled["label_column"] == "label"
     assert [f["input"] for f in labelled["failed"]] == ["example 3"]
@@ -324,10 +325,10 @@ def test_examples_explain_their_predicted_class_unless_a_label_column_is_named(c
 def test_examples_are_reused_by_their_pixels(classifier, tmp_path):
     model, processor = classifier
     rows = _rows(3)
-    hfrel.explain_images(model, processor, rows, tmp_path, labels=["dog", 4], progress="never")
+    hfrel.explain_images(model, processor, rows, tmp_path, label=["dog", 4], progress="never")
     before = _files(tmp_path)
     rows[1] = {"image": Image.fromarray(smooth_image(31, 40, 99)), "label": 2}  # same index, other pixels
-    summary = hfrel.explain_images(model, processor, rows, tmp_path, labels=["dog", 4], progress="never")
+    summary = hfrel.explain_images(model, processor, rows, tmp_path, label=["dog", 4], progress="never")
     index = json.loads((tmp_path / "index.json").read_text())
     assert index["shards"][0]["computed"] == ["example 1"]
     assert index["shards"][0]["reused"] == ["example 0", "example 2"]
@@ -342,7 +343,7 @@ def test_examples_are_reused_by_their_pixels(classifier, tmp_path):
     torch.manual_seed(1)
     changed = tiny.build("deit", seed=1)  # other weights: nothing is reused
     changed.config.id2label = dict(NAMES)
-    hfrel.explain_images(changed, processor, rows, tmp_path, labels=["dog", 4], progress="never")
+    hfrel.explain_images(changed, processor, rows, tmp_path, label=["dog", 4], progress="never")
     assert json.loads((tmp_path / "index.json").read_text())["reused"] == 0
 
 
@@ -358,8 +359,8 @@ def test_files_through_the_api_match_the_command(classifier, one, workspace):
             processor,
             "photos",
             "api",
-            labels=1,
-            methods=["transformer_attribution", "rollout"],
+            label=1,
+            method=["transformer_attribution", "rollout"],
             top_k=3,
             model_name="checkpoint",
             progress="never",
@@ -383,12 +384,12 @@ API_ERRORS = [
     ({"images": ["a.png", 3]}, hfrel.InputError, r"all paths or all dict examples; got a int"),
     ({"images": "missing.png"}, hfrel.InputError, r"no such file or folder: missing.png"),
     ({"images": "missing.png", "label_column": "label"}, hfrel.InputError, r"label_column applies to dataset examples"),
-    ({"labels": 1, "label_column": "label"}, hfrel.LabelError, r"labels .* or label_column .*, not both"),
-    ({"labels": "zebra"}, hfrel.LabelError, r"unknown class name 'zebra'"),
-    ({"labels": []}, hfrel.LabelError, r"labels is empty"),
-    ({"methods": "magic"}, hfrel.MethodError, r"unknown method 'magic'"),
+    ({"label": 1, "label_column": "label"}, hfrel.LabelError, r"label .* or label_column .*, not both"),
+    ({"label": "zebra"}, hfrel.LabelError, r"unknown class name 'zebra'"),
+    ({"label": []}, hfrel.LabelError, r"label is empty"),
+    ({"method": "magic"}, hfrel.MethodError, r"unknown method 'magic'"),
     ({"top_k": 0}, hfrel.InputError, r"top_k must be at least 1; got 0"),
-    ({"start_layer": 2}, hfrel.MethodError, r"start_layer must be in \[0, 1\] \(this model has 2 blocks\); got 2"),
+    ({"start_layer": 2}, hfrel.MethodError, r"start_layer must be an int in \[0, 1\] \(this model has 2 blocks\)"),
     ({"progress": "sometimes"}, hfrel.InputError, r"progress must be 'auto', 'always' or 'never'"),
 ]
 
@@ -406,24 +407,24 @@ def test_the_weights_digest_reads_offloaded_weights_and_sees_every_change():
     from accelerate import cpu_offload
 
     model = tiny.build("vit")
-    digest = _batch.weights_digest(model)
+    digest = fingerprint.weights_digest(model)
     offloaded = tiny.build("vit")
     cpu_offload(offloaded, execution_device="cpu")
     assert offloaded.vit.layers[0].attention.q_proj.weight.device.type == "meta"
-    assert _batch.weights_digest(offloaded) == digest
+    assert fingerprint.weights_digest(offloaded) == digest
     with torch.no_grad():
         model.vit.layers[1].mlp.fc2.bias[3] += 1e-6
-    assert _batch.weights_digest(model) != digest
+    assert fingerprint.weights_digest(model) != digest
 
 
 def test_processes_are_those_the_launcher_started(monkeypatch):
     for variable in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "LOCAL_RANK", "RANK"):
         monkeypatch.delenv(variable, raising=False)
-    assert _batch.launched_world() is None and _batch.launched_rank() == 0
-    assert _batch.join_processes(cpu=True) == (_batch.Processes(), None)  # no accelerate state made
+    assert processes.launched_world() is None and processes.launched_rank() == 0
+    assert processes.join_processes(cpu=True) == (processes.Processes(), None)  # no accelerate state made
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "3")
-    assert _batch.launched_world() == 4 and _batch.launched_rank() == 3
+    assert processes.launched_world() == 4 and processes.launched_rank() == 3
     monkeypatch.setattr("accelerate.PartialState", lambda cpu: SimpleNamespace(num_processes=1, process_index=0))
     with pytest.raises(hfrel.HfrelError, match=r"the launcher started 4 processes but accelerate's state counts 1"):
-        _batch.join_processes(cpu=True)  # each process would explain everything: refused
+        processes.join_processes(cpu=True)  # each process would explain everything: refused

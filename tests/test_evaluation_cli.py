@@ -64,8 +64,10 @@ def test_evaluate_writes_the_report(tmp_path, checkpoint, dataset):
         str(checkpoint),
         "--data",
         str(dataset),
-        "--methods",
-        "transformer_attribution,rollout",
+        "--method",
+        "transformer_attribution",
+        "--method",
+        "rollout",
         "--start-layer",
         "1",
         "--batch-size",
@@ -102,7 +104,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, checkpoint
     error = run("--data", str(dataset), *out)
     assert error.startswith("hfrel: error: no labels.csv in") and error.count("\n") == 1
     (tmp_path / "labels.csv").rename(dataset / "labels.csv")
-    assert "--methods names unknown method 'cam'" in run("--data", str(dataset), "--methods", "rollout,cam", *out)
+    assert "unknown method 'cam'" in run("--data", str(dataset), "--method", "rollout", "--method", "cam", *out)
     assert "no dataset folder at" in run("--data", str(tmp_path / "missing"), *out)
     (tmp_path / "file").write_text("")
     assert "--out must be a folder" in run("--data", str(dataset), "--out", str(tmp_path / "file"))

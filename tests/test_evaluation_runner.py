@@ -58,7 +58,7 @@ def test_report_equals_the_metrics_of_its_parts(tmp_path, model, processor, targ
     data, labels = five_items(tmp_path / "data")
     labels = labels[:3]
     methods = ["transformer_attribution", "rollout"]
-    report = evaluate(model, processor, data, methods=methods, target=target, n=3, batch_size=2, progress=False)
+    report = evaluate(model, processor, data, method=methods, target=target, n=3, batch_size=2, progress=False)
 
     samples = [data.load(i) for i in range(3)]
     # the paper's mask geometry for a plain resize: nearest-neighbour resampling to the model's size
@@ -124,7 +124,7 @@ def test_bad_items_are_skipped_and_n_counts_evaluated_items(tmp_path, model, pro
     add_item(root, "good1", seed=1)
     add_item(root, "after_the_limit", mask_size=(3, 3))  # never read: the run stops at n
     write_labels(root, ["bad_name,hexagon", "bad_index,7", "good0,1", "good1,square", "after_the_limit,1"])
-    report = evaluate(model, processor, FolderDataset(root), methods=["attention"], n=2, progress=False)
+    report = evaluate(model, processor, FolderDataset(root), method=["attention"], n=2, progress=False)
     assert report["n"] == 2
     reasons = {s["item"]: s["reason"] for s in report["skipped"]}
     assert set(reasons) == {"bad_name", "bad_index"}
@@ -137,7 +137,7 @@ def test_nothing_to_evaluate_is_an_input_error(tmp_path, model, processor):
     add_item(root, "a", box=None)
     write_labels(root, ["a,1"])
     with pytest.raises(InputError, match=r"no item of .* could be evaluated; skipped a: the mask has no object"):
-        evaluate(model, processor, FolderDataset(root), methods=["attention"], progress=False)
+        evaluate(model, processor, FolderDataset(root), method=["attention"], progress=False)
 
 
 def test_unlabelled_data_explains_predictions_without_perturbation(tmp_path, model, processor):
@@ -145,8 +145,8 @@ def test_unlabelled_data_explains_predictions_without_perturbation(tmp_path, mod
     write_gtsegs(tmp_path / "gtsegs_ijcv.mat", images, masks)
     with ImagenetSegmentation(tmp_path / "gtsegs_ijcv.mat") as data:
         with pytest.raises(InputError, match=r"has no class labels.*target='predicted'"):
-            evaluate(model, processor, data, methods=["rollout"], progress=False)
-        report = evaluate(model, processor, data, methods=["rollout"], target="predicted", progress=False)
+            evaluate(model, processor, data, method=["rollout"], progress=False)
+        report = evaluate(model, processor, data, method=["rollout"], target="predicted", progress=False)
     assert report["n"] == 2 and report["unperturbed_accuracy"] is None
     assert report["methods"]["rollout"]["positive_perturbation_auc"] is None
     assert report["methods"]["rollout"]["negative_perturbation_accuracy"] is None
@@ -158,7 +158,7 @@ def test_unlabelled_data_explains_predictions_without_perturbation(tmp_path, mod
 
 def test_write_report_files(tmp_path, model, processor):
     data, _ = five_items(tmp_path / "data")
-    report = evaluate(model, processor, data, methods=["attention", "rollout"], n=2, progress=False)
+    report = evaluate(model, processor, data, method=["attention", "rollout"], n=2, progress=False)
     written = write_report(report, tmp_path / "out")
     assert [p.name for p in written] == ["report.json", "report.md", "perturbation.png"]
     assert json.loads((tmp_path / "out" / "report.json").read_text()) == report
@@ -171,11 +171,11 @@ def test_options_are_checked_and_the_model_is_left_as_found(tmp_path, model, pro
     data, _ = five_items(tmp_path / "data")
     model.train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    evaluate(model, processor, data, methods=["attention"], n=1, progress=False)
+    evaluate(model, processor, data, method=["attention"], n=1, progress=False)
     assert model.training and all(m.training for m in model.modules())
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     with pytest.raises(MethodError, match="unknown method 'gradcam'"):
-        evaluate(model, processor, data, methods=["gradcam"], progress=False)
+        evaluate(model, processor, data, method=["gradcam"], progress=False)
     with pytest.raises(MethodError, match=r"start_layer must be an int in \[0, 1\]"):
         evaluate(model, processor, data, start_layer=2, progress=False)
     with pytest.raises(InputError, match="n must be a positive integer"):

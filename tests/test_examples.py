@@ -34,3 +34,13 @@ def test_trainer_callback_example(tmp_path):
     assert f"wrote {panel}" in done.stdout
     with Image.open(panel) as image:
         assert image.height > image.width  # four rows of scenes
+
+
+def test_train_swin_model_then_class_specificity(tmp_path):
+    """The Swin training example saves a checkpoint that class_specificity.py explains with all methods."""
+    done = _run("train_swin_model.py", "--out", str(tmp_path), "--steps", "2", "--batch", "8", "--held-out", "8")
+    assert done.returncode == 0, done.stderr
+    assert "held-out accuracy" in done.stdout and (tmp_path / "model.safetensors").exists()
+    done = _run("class_specificity.py", "--model", str(tmp_path), "--scenes", "4", "--batch", "4")
+    assert done.returncode == 0, done.stderr
+    assert "| `transformer_attribution` |" in done.stdout and "| `lrp` |" in done.stdout

@@ -61,11 +61,11 @@ def test_registered_variant_explains(ijepa_spec):
 
 
 def test_spec_checks_its_own_consistency():
-    with pytest.raises(ValueError, match="pooling must be one of"):
+    with pytest.raises(hfrel.FamilySpecError, match="pooling must be one of"):
         hfrel.FamilySpec(name="x", model_types=("x",), classes=("X",), embeddings="e", pooling="max")
-    with pytest.raises(ValueError, match="needs two heads"):
+    with pytest.raises(hfrel.FamilySpecError, match="needs two heads"):
         hfrel.FamilySpec(name="x", model_types=("x",), classes=("X",), embeddings="e", pooling="cls+dist")
-    with pytest.raises(TypeError, match=r"expects a hfrel\.FamilySpec"):
+    with pytest.raises(hfrel.FamilySpecError, match=r"expects a hfrel\.FamilySpec"):
         hfrel.register_family({"name": "x"})
 
 

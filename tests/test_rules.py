@@ -32,6 +32,10 @@ def test_sdiv_edge_cases():
     assert out[1] == pytest.approx(1.0 / 1e-9)  # b + 1e-9 == 0: divide by 1e-9
     assert out[2] == pytest.approx(2.0 / (2.0 + 1e-9))
     assert out[3] == pytest.approx(3.0 / (-3.0 + 1e-9))
+    # the same in float32, where 1e-9 rounds to the float32 nearest it
+    eps32 = torch.tensor(1e-9, dtype=torch.float32)
+    out32 = sdiv(torch.ones(3), torch.stack([torch.tensor(0.0), -eps32, torch.tensor(2.0)]))
+    assert out32[0] == 0 and out32[1] == pytest.approx(1.0 / 1e-9, rel=1e-6) and torch.isfinite(out32).all()
 
 
 def slow_linear(x, w, r, rules):
@@ -64,6 +68,22 @@ def test_linear_rule_with_forward_product_matches_loops():
     # a product in another precision than the arithmetic's is not used (the exact path runs)
     wrong = (x @ w.T).float() + 1.0
     torch.testing.assert_close(linear_rule(x, w, r, "cvpr", wrong), slow_linear(x, w, r, "cvpr"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("rules", ["cvpr", "classic", "cvpr+product"])
+def test_linear_rule_zero_denominators_give_sdivs_zeros(rules, dtype):
+    # output 0: all terms 0 although x W != 0 (signs opposed); output 1: a zero weight row; input 2 is
+    # 0; output 2: x- W- == 0 (classic's negative part). sdiv gives 0 there, and so must the rule,
+    # which divides without masking (every such s_j meets a zero on the way back)
+    x = torch.tensor([[1.0, -1.0, 0.0, 2.0]], dtype=dtype)
+    w = torch.tensor([[-1.0, 1.0, 3.0, -2.0], [0.0, 0.0, 0.0, 0.0], [0.5, 1.0, -4.0, 1.5]], dtype=dtype)
+    r = torch.tensor([[1.0, 2.0, 3.0]], dtype=dtype)
+    product = x @ w.T if rules == "cvpr+product" else None
+    got = linear_rule(x, w, r, rules.split("+")[0], product)
+    expected = slow_linear(x.double(), w.double(), r.double(), rules.split("+")[0])
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), expected)
 
 
 def test_linear_rule_cvpr_conserves_and_classic_counts_both_parts():

@@ -56,7 +56,7 @@ def test_hfrel_evaluate_with_a_swin_checkpoint(tmp_path, checkpoint, capsys):
     write_labels(root, ["one,square", "two.jpg,3"])
     out = tmp_path / "out"
     args = ["evaluate", "--model", str(checkpoint), "--data", str(root)]
-    args += ["--methods", "transformer_attribution,rollout", "--quiet", "--out", str(out)]
+    args += ["--method", "transformer_attribution", "--method", "rollout", "--quiet", "--out", str(out)]
     code = main(args)
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())

@@ -75,7 +75,7 @@ def test_evaluation_panels_and_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(6))
-    callback = ExplainCallback(pixels, labels=[1, 2], on_evaluate=True, method="rollout")
+    callback = ExplainCallback(pixels, label=[1, 2], on_evaluate=True, method="rollout")
     _train(tmp_path, [callback], report_to="tensorboard", steps=3)
     assert [p.name for p in callback.written] == ["eval-step-000003.png"]
     accumulator = EventAccumulator(str(tmp_path / "runs" / "hfrel"), size_guidance={"images": 0})

@@ -1,7 +1,8 @@
 """The `hfrel` command line: one module per subcommand, each with `register(subcommands)`.
 
 Exit codes: 0 on success; 2 for bad input (a file, model, label or option that cannot be used),
-with one line on stderr and no traceback; 1 for any other failure.
+with one line on stderr and no traceback; 1 for any other failure (also when another process of a
+launched run failed that way).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except HfrelError as error:
         print(f"hfrel: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     except KeyboardInterrupt:
         print("hfrel: interrupted", file=sys.stderr)
         return 130

@@ -10,9 +10,10 @@ import contextlib
 import sys
 from pathlib import Path
 
-from hfrel._errors import InputError, MethodError
+from hfrel._errors import InputError
 from hfrel._loading import load_classifier
 from hfrel._methods import METHODS
+from hfrel._options import method_names
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -37,7 +38,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--out", required=True, metavar="DIR", help="folder for report.json, report.md and perturbation.png"
     )
     parser.add_argument(
-        "--methods", metavar="A,B,...", help=f"comma-separated methods (default: all): {', '.join(METHODS)}"
+        "--method",
+        action="append",
+        metavar="M",
+        help=f"method to score; repeat for several (default: all): {', '.join(METHODS)}",
     )
     parser.add_argument("--n", type=int, metavar="N", help="evaluate at most N items (default: all)")
     parser.add_argument(
@@ -61,13 +65,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hfrel.evaluation import evaluate, markdown_table, open_dataset, write_report
 
-    methods = None
-    if args.methods is not None:
-        methods = [name.strip() for name in args.methods.split(",") if name.strip()]
-        unknown = [name for name in methods if name not in METHODS]
-        if unknown or not methods:
-            problem = f"unknown method {unknown[0]!r}" if unknown else "no method"
-            raise MethodError(f"--methods names {problem}; hfrel's methods are: {', '.join(METHODS)}.")
+    methods = None if args.method is None else method_names(args.method, option="--method")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out must be a folder; {out} is a file.")
@@ -78,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             model,
             processor,
             data,
-            methods=methods,
+            method=methods,
             target=args.target,
             start_layer=args.start_layer,
             threshold=args.threshold,

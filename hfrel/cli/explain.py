@@ -5,41 +5,20 @@
 Per image it prints the top-k classes and writes, into --out/<image name>/, an overlay per
 (class, method), the paper's panel (input + one column per class and method), the raw maps
 (maps.npz) and record.json; --out/summary.json records every image and every input that was
-skipped, --out/index.json how the run was done. This module parses and checks the options; the
-pipeline (shared with `hfrel.explain_images`) is `hfrel._batch`. Launched as several processes
-(`accelerate launch`, `torchrun`), each explains its share; a rerun reuses finished images.
+skipped, --out/index.json how the run was done. This module parses the options; the pipeline that
+checks and runs them is `hfrel.pipeline`, the same code path as `hfrel.explain_images`. Launched as
+several processes (`accelerate launch`, `torchrun`), each explains its share; a rerun reuses finished images.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from hfrel._batch import (
-    CLI_NAMES,
-    SUMMARY,
-    Console,
-    Item,
-    Settings,
-    check_options,
-    closing_line,
-    explain_batch,
-    explain_items,
-    items_from,
-    join_processes,
-    launched_rank,
-    summarise,
-    transformers_progress_bars,
-    write_summary,
-)
-from hfrel._errors import HfrelError, InputError
-from hfrel._images import Problem
-from hfrel._labels import class_names, label_from_name
-from hfrel._loading import load_classifier, resolve_device
-
-# Names other code and tests reach through this module (the pipeline lives in hfrel._batch).
-__all__ = ["SUMMARY", "Item", "Problem", "Settings", "explain_batch", "register", "run", "summarise", "write_summary"]
+from hfrel._errors import HfrelError
+from hfrel.pipeline import CLI_NAMES, Checkpoint, Request
+from hfrel.pipeline import run as run_pipeline
+from hfrel.pipeline.processes import launched_rank
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -95,62 +74,27 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
-    except HfrelError:
-        if launched_rank() != 0:  # every process meets the same bad input; the main one says so once
-            raise SystemExit(2) from None
+    except HfrelError as error:
+        if launched_rank() != 0:  # every process meets the same error; the main one says so once
+            raise SystemExit(error.exit_code) from None
         raise
 
 
 def _run(args: argparse.Namespace) -> int:
-    methods = check_options(
-        args.method or [],
-        top_k=args.top_k,
-        batch_size=args.batch_size,
-        alpha=args.alpha,
-        cmap=args.cmap,
+    request = Request(
+        images=[str(path) for path in args.inputs],
         out=args.out,
-        names=CLI_NAMES,
-    )
-    items, problems = items_from([str(path) for path in args.inputs])
-    if not items:
-        if len(problems) == 1:
-            raise InputError(problems[0].error)
-        raise InputError("no image to explain: " + "; ".join(p.error for p in problems))
-    device = resolve_device(args.device)
-    processes, process_device = join_processes(cpu=device.type == "cpu")
-    if args.device == "auto" and process_device is not None and process_device.type != "cpu":
-        device = process_device  # each launched process on its own GPU
-    with transformers_progress_bars(args.progress if processes.main else "never"):
-        model, processor = load_classifier(args.model, device=device)
-    config = model.config
-    names = class_names(getattr(config, "id2label", None), config.num_labels)
-    labels = None
-    if args.label:
-        labels = tuple(dict.fromkeys(label_from_name(text, names, config.num_labels) for text in args.label))
-    settings = Settings(
-        out=args.out,
-        methods=methods,
-        labels=labels,
-        class_names=names,
+        label=args.label,
+        method=args.method or "transformer_attribution",
         start_layer=args.start_layer,
-        top_k=min(args.top_k, config.num_labels),
+        batch_size=args.batch_size,
+        top_k=args.top_k,
         cmap=args.cmap,
         alpha=args.alpha,
         original_size=args.original_size,
+        progress=args.progress,
+        verbose=True,
+        model_name=str(args.model),
     )
-    console = Console(verbose=True, progress=args.progress, processes=processes)
-    outcome = explain_items(
-        model,
-        processor,
-        items,
-        problems,
-        settings,
-        model_text=str(args.model),
-        batch_size=args.batch_size,
-        processes=processes,
-        console=console,
-        option_names=CLI_NAMES,
-    )
-    if processes.main:
-        console.write(closing_line(outcome, settings.out), sys.stdout)
+    run_pipeline(request, Checkpoint(str(args.model), args.device, args.progress), names=CLI_NAMES)
     return 0

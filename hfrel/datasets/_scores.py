@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from hfrel._errors import InputError
+
 
 def heat_on_objects(heatmaps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """(B, K, K): mean of the map of target k over the pixels of object j.
@@ -14,7 +16,7 @@ def heat_on_objects(heatmaps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor
     totals = torch.einsum("bkhw,bjhw->bkj", heatmaps.float(), masks)
     areas = masks.flatten(2).sum(dim=-1)  # (B, K)
     if (areas == 0).any():
-        raise ValueError("every object needs at least one mask pixel")
+        raise InputError("every object needs at least one mask pixel; an empty mask has no mean relevance")
     return totals / areas[:, None, :]
 
 

@@ -3,7 +3,7 @@
     from hfrel import evaluation
 
     data = evaluation.FolderDataset("my_data")  # images/, masks/, labels.csv
-    report = evaluation.evaluate(model, processor, data, methods=["transformer_attribution", "rollout"])
+    report = evaluation.evaluate(model, processor, data, method=["transformer_attribution", "rollout"])
     evaluation.write_report(report, "out")  # report.json, report.md, perturbation.png
 
 The metric functions work on any batch of maps and masks, and the perturbation test on any callable

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hfrel._errors import HfrelError, InputError, MethodError
+from hfrel._errors import HfrelError, InputError
 from hfrel._explainer import attach
 from hfrel._images import model_view
 from hfrel._labels import check_index, label_from_name
 from hfrel._methods import METHODS
+from hfrel._options import check_start_layer, method_names
 from hfrel.evaluation._data import EvaluationData, Sample, Skipped
 from hfrel.evaluation._metrics import THRESHOLDS, LocalisationScores, Threshold, localisation_scores
 from hfrel.evaluation._perturbation import STEPS, TESTS, normaliser, perturbation_auc, perturbation_hits
@@ -35,7 +36,7 @@ def evaluate(
     processor: Any,
     data: EvaluationData,
     *,
-    methods: Sequence[str] | None = None,
+    method: str | Sequence[str] | None = None,
     target: Target = "label",
     start_layer: int = 0,
     threshold: Threshold = "mean",
@@ -43,7 +44,7 @@ def evaluate(
     batch_size: int = 8,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Score `methods` (default: all) on `data` with `model` and its image `processor`; returns the report.
+    """Score `method` (a name or a list; default: all) on `data` with `model` and its `processor`; returns the report.
 
     `target`: the class each map explains, "label" (the dataset's) or "predicted" (the model's arg-max);
     perturbation accuracy is always top-1 against the dataset label. `threshold`: "mean" (the paper) or
@@ -51,7 +52,7 @@ def evaluate(
     cannot be read are skipped and listed in the report. Unlabelled data (ImageNet-segmentation) needs
     target="predicted" and gets no perturbation test. Values are in percent.
     """
-    names = _check_options(methods, target, threshold, n, batch_size)
+    names = _check_options(method, target, threshold, n, batch_size)
     if not isinstance(data, EvaluationData):
         raise InputError(f"data must be a dataset such as hfrel.evaluation.FolderDataset; got {type(data).__name__}.")
     if target == "label" and not data.labelled:
@@ -62,9 +63,7 @@ def evaluate(
     if len(data) == 0:
         raise InputError(f"{data.source} holds no usable item{_skipped_hint(data.skipped)}.")
     with attach(model) as explainer:  # fails early for a model hfrel cannot explain
-        layers = explainer.num_layers
-    if isinstance(start_layer, bool) or not isinstance(start_layer, int) or not 0 <= start_layer < layers:
-        raise MethodError(f"start_layer must be an int in [0, {layers - 1}] (the model has {layers} blocks).")
+        check_start_layer(start_layer, explainer.num_layers)
 
     skipped = list(data.skipped)
     scores: dict[str, list[LocalisationScores]] = {name: [] for name in names}
@@ -116,14 +115,9 @@ def evaluate(
 
 
 def _check_options(
-    methods: Sequence[str] | None, target: object, threshold: object, n: object, batch_size: object
+    method: str | Sequence[str] | None, target: object, threshold: object, n: object, batch_size: object
 ) -> list[str]:
-    names = list(METHODS) if methods is None else ([methods] if isinstance(methods, str) else list(methods))
-    if not names:
-        raise MethodError(f"no method given; choose from {', '.join(METHODS)}.")
-    unknown = [name for name in names if name not in METHODS]
-    if unknown:
-        raise MethodError(f"unknown method {unknown[0]!r}; hfrel's methods are: {', '.join(METHODS)}.")
+    names = list(METHODS) if method is None else list(method_names(method))
     if target not in TARGETS:
         raise InputError(f"target must be 'label' or 'predicted'; got {target!r}.")
     if threshold not in THRESHOLDS:
@@ -133,7 +127,7 @@ def _check_options(
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{option} must be a positive integer; got {value!r}.")
-    return list(dict.fromkeys(names))
+    return names
 
 
 def _skipped_hint(skipped: list[Skipped]) -> str:
@@ -195,12 +189,12 @@ def _model_masks(processor: Any, masks: list[np.ndarray], size: tuple[int, int])
             return_tensors="pt",
         )["pixel_values"]
     except (TypeError, ValueError) as error:
-        raise HfrelError(
+        raise InputError(
             f"could not resize masks with {type(processor).__name__} ({error}); evaluation needs an image "
             f"processor that accepts resample=, do_normalize= and do_rescale= overrides."
         ) from error
     if tuple(resized.shape[-2:]) != size:
-        raise HfrelError(f"masks came out {tuple(resized.shape[-2:])} but images {size}; cannot align them.")
+        raise InputError(f"masks came out {tuple(resized.shape[-2:])} but images {size}; cannot align them.")
     return resized[:, 0] > 127
 
 

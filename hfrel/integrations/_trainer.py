@@ -22,6 +22,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 import hfrel
 from hfrel._errors import InputError, MethodError
 from hfrel._images import model_view
+from hfrel._options import method_names
 
 
 @contextmanager
@@ -51,8 +52,9 @@ class ExplainCallback(TrainerCallback):
     to TensorBoard, the same figure is logged under the tag `hfrel/<method>` at the global step, in a
     run named "hfrel" beside the Trainer's runs (`<output_dir>/runs/hfrel`).
 
-    `pixel_values`: (B, C, H, W) images as the model takes them; `labels`: what to explain (anything
-    `Explainer.explain` accepts; None explains each image's predicted class at that step);
+    `pixel_values`: (B, C, H, W) images as the model takes them; `label`: what to explain (anything
+    `Explainer.explain` accepts; None explains each image's predicted class at that step); `method`:
+    the method whose maps are drawn;
     `every_n_steps`: explain after every N optimiser steps (gradient accumulation counts once per
     optimiser step); `on_evaluate`: also explain after each evaluation; `images`: the images to draw
     the maps on, in [0, 1] (default: recovered from `pixel_values` with the run's image processor).
@@ -61,7 +63,7 @@ class ExplainCallback(TrainerCallback):
     def __init__(
         self,
         pixel_values: torch.Tensor,
-        labels: Any = None,
+        label: Any = None,
         *,
         every_n_steps: int | None = None,
         on_evaluate: bool = False,
@@ -79,10 +81,11 @@ class ExplainCallback(TrainerCallback):
             raise InputError(f"every_n_steps must be a positive int or None, got {every_n_steps!r}.")
         if every_n_steps is None and not on_evaluate:
             raise InputError("ExplainCallback would never run: give every_n_steps=N and/or on_evaluate=True.")
-        if method not in hfrel.methods():
-            raise MethodError(f"unknown method {method!r}; hfrel's methods are: {', '.join(hfrel.methods())}.")
+        if not isinstance(method, str):
+            raise MethodError(f"ExplainCallback draws one method; got {method!r}. Add one callback per method.")
+        method_names(method)
         self.pixel_values = pixel_values.detach().cpu().clone()
-        self.labels = labels
+        self.label = label
         self.every_n_steps = every_n_steps
         self.explain_on_evaluate = on_evaluate
         self.method = method
@@ -116,7 +119,7 @@ class ExplainCallback(TrainerCallback):
         model = _unwrap(model)
         with _untouched_random_state(), hfrel.attach(model) as explainer:
             explanation = explainer.explain(
-                self.pixel_values, self.labels, method=self.method, start_layer=self.start_layer
+                self.pixel_values, self.label, method=self.method, start_layer=self.start_layer
             )
         figure = explanation.cpu().plot(
             self._display_images(processor),

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from hfrel._compat import SUPPORTED_TRANSFORMERS
-from hfrel._errors import UnsupportedModelError
+from hfrel._errors import FamilySpecError, UnsupportedModelError
 
 if TYPE_CHECKING:
     from hfrel.models._swin import WindowLayout
@@ -105,11 +105,11 @@ class FamilySpec:
 
     def __post_init__(self) -> None:
         if not callable(self.pooling) and self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS} or a callable, got {self.pooling!r}")
+            raise FamilySpecError(f"pooling must be one of {POOLINGS} or a callable, got {self.pooling!r}")
         if self.pooling == "cls+dist" and self.heads and len(self.heads) != 2:
-            raise ValueError('pooling "cls+dist" needs two heads (CLS head, distillation head)')
+            raise FamilySpecError('pooling "cls+dist" needs two heads (CLS head, distillation head)')
         if (self.eager_attention is None) != (self.probs_tap is None):
-            raise ValueError("eager_attention and probs_tap go together: give both or neither")
+            raise FamilySpecError("eager_attention and probs_tap go together: give both or neither")
 
 
 @dataclass
@@ -176,7 +176,7 @@ _REGISTRY: list[FamilySpec] = []
 def register_family(spec: FamilySpec) -> FamilySpec:
     """Teach hfrel a new family of plain vision transformers; later registrations win on overlap."""
     if not isinstance(spec, FamilySpec):
-        raise TypeError(f"register_family expects a hfrel.FamilySpec, got {type(spec).__name__}")
+        raise FamilySpecError(f"register_family expects a hfrel.FamilySpec, got {type(spec).__name__}")
     _REGISTRY.insert(0, spec)
     return spec
 

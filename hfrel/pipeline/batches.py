@@ -1,0 +1,193 @@
+"""The run itself: this process's share of the items, batch by batch, reusing finished records.
+
+Per batch: the images go through the processor together, one `explain` call gives every method's
+maps for every class asked for, and the writer draws and saves each image's files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+import hfrel
+from hfrel._errors import HfrelError, InputError
+from hfrel._images import Problem, model_view
+from hfrel._options import check_start_layer
+from hfrel.pipeline.console import Console
+from hfrel.pipeline.fingerprint import run_fingerprint
+from hfrel.pipeline.inputs import FileSource, Item, Photo, example_identity
+from hfrel.pipeline.processes import Processes
+from hfrel.pipeline.records import (
+    INDEX,
+    SUMMARY,
+    Outcome,
+    index_of_run,
+    reusable_record,
+    save_record,
+    summarise,
+    write_json,
+    write_summary,
+)
+from hfrel.pipeline.settings import Settings
+from hfrel.pipeline.writer import write_image
+
+
+@dataclass
+class Loaded:
+    """An item read and ready for the model, with the fingerprint its record will carry."""
+
+    item: Item
+    photo: Photo
+    fingerprint: dict[str, Any]
+
+
+def explain_items(
+    model: torch.nn.Module,
+    processor: Any,
+    items: Sequence[Item],
+    problems: Sequence[Problem],
+    settings: Settings,
+    *,
+    model_text: str,
+    batch_size: int,
+    processes: Processes,
+    console: Console,
+    option_names: dict[str, str],
+) -> Outcome:
+    """Explain this process's share of `items` (reusing finished records), gather every process's
+    records, and write summary.json and index.json on the main process.
+
+    Raises InputError (on every process, after the summary is written) when nothing could be
+    explained; when the only input fails, raises its error and writes nothing. A failure on one
+    process reaches every process as the same ProcessFailedError (see `Processes.run_together`).
+    """
+    inputs = len(items) + len(problems)
+
+    def share() -> dict[str, Any]:
+        with hfrel.attach(model) as explainer:
+            check_start_layer(settings.start_layer, explainer.num_layers, option=option_names["start_layer"])
+            base = run_fingerprint(model, processor, settings)
+            if processes.main:
+                for problem in problems:  # reported once everything else is known to be usable
+                    console.skipped(problem.error)
+            mine = list(items[processes.rank :: processes.world])
+            records, reused = _explain_share(explainer, processor, mine, settings, base, batch_size, console, inputs)
+        return {"process": processes.rank, "records": records, "reused": reused}
+
+    shards = processes.gather(processes.run_together(share))
+    gathered = [record for each in shards for record in each["records"]]
+    explained = sum(record["status"] == "ok" for record in gathered)
+    if explained == 0 and inputs == 1:
+        raise InputError(gathered[0]["error"])
+    summary = summarise(settings, model_text, gathered, problems)
+    index = index_of_run(shards, gathered, processes)
+    if processes.main:
+        write_summary(settings.out, summary)
+        write_json(settings.out / INDEX, index)
+    if explained == 0:
+        raise InputError(f"none of the {inputs} inputs could be explained; see {settings.out / SUMMARY}")
+    return Outcome(summary, index, inputs, index["reused"], processes)
+
+
+def _explain_share(
+    explainer: hfrel.Explainer,
+    processor: Any,
+    share: Sequence[Item],
+    settings: Settings,
+    base: dict[str, Any],
+    batch_size: int,
+    console: Console,
+    inputs: int,
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """Records for this process's items, in order of completion; and the positions reused."""
+    records: list[dict[str, Any]] = []
+    reused: list[int] = []
+    pending: list[Loaded] = []
+    num_labels = len(settings.class_names)
+
+    def fail(item: Item, error: HfrelError) -> None:
+        records.append({"position": item.position, "input": item.source.text, "status": "failed", "error": str(error)})
+        if inputs > 1:
+            console.skipped(str(error))
+
+    def flush(bar: Any) -> None:
+        for entry, record in zip(pending, explain_batch(explainer, processor, pending, settings), strict=True):
+            save_record(settings.out, record, entry.fingerprint)
+            records.append(record)
+            console.image(record, settings)
+        bar.update(len(pending))
+        pending.clear()
+
+    with console.bar(len(share)) as bar:
+        for item in share:
+            source = item.source
+            try:
+                if isinstance(source, FileSource):
+                    fingerprint = {**base, "input": source.identity()}
+                    photo = None
+                else:  # an example is read to know what it holds
+                    photo = source.read(num_labels, settings.class_names)
+                    fingerprint = {**base, "input": {"example": source.index, **example_identity(photo)}}
+                fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back from record.json
+                earlier = reusable_record(settings.out, item, fingerprint)
+                if earlier is not None:
+                    records.append(earlier)
+                    reused.append(item.position)
+                    bar.update(1)
+                    continue
+                if photo is None:
+                    photo = source.read(num_labels, settings.class_names)
+            except HfrelError as error:
+                fail(item, error)
+                bar.update(1)
+                continue
+            pending.append(Loaded(item, photo, fingerprint))
+            if len(pending) == batch_size:
+                flush(bar)
+        if pending:
+            flush(bar)
+    return records, reused
+
+
+def explain_batch(
+    explainer: hfrel.Explainer, processor: Any, batch: Sequence[Loaded], settings: Settings
+) -> list[dict[str, Any]]:
+    """Explain and draw one batch of read images; one "ok" record per image, in order.
+
+    All images share one forward pass and one `explain` call (K classes per image as a (B, K) label
+    table, or one class per image from a label column; all methods at once).
+    """
+    photos = [entry.photo.image for entry in batch]
+    pixel_values = processor(images=photos, return_tensors="pt")["pixel_values"]
+    label = None
+    if settings.labels is not None:
+        label = torch.tensor([settings.labels] * len(batch), dtype=torch.long)
+    elif settings.label_column is not None:
+        label = torch.tensor([entry.photo.label for entry in batch], dtype=torch.long)
+    results = explainer.explain(pixel_values, label, method=list(settings.methods), start_layer=settings.start_layer)
+    maps = {name: exp.cpu().with_target_axis() for name, exp in results.items()}
+    first = maps[settings.methods[0]]
+    targets = first.labels  # (B, K)
+    logits = first.logits.float()
+    probabilities = logits.softmax(dim=-1)
+    top = probabilities.topk(settings.top_k, dim=-1)
+    views = model_view(pixel_values, processor)
+    return [
+        write_image(
+            entry.item,
+            entry.photo.image,
+            views[b],
+            {name: (m.relevance[b], m.heatmap[b]) for name, m in maps.items()},
+            targets[b],
+            logits[b],
+            probabilities[b],
+            top.indices[b],
+            processor,
+            settings,
+        )
+        for b, entry in enumerate(batch)
+    ]
