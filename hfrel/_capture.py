@@ -10,6 +10,7 @@ running, so plain forwards of an attached model keep no memory.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
@@ -23,8 +24,9 @@ from hfrel.models._swin import MergeLayout, WindowLayout
 
 ATTENTION_NAME = "hfrel_capture"
 
-# Attention module -> callback of the explainer attached to it. Filled on attach, emptied on detach.
-_ATTENTION_SINKS: dict[nn.Module, Callable[..., None]] = {}
+# Attention module -> (the recorder of the explainer attached to it, the block's index). Filled on
+# attach, emptied on detach; weak on both sides, so a model attached and forgotten is still freed.
+_ATTENTION_SINKS: weakref.WeakKeyDictionary[nn.Module, tuple[weakref.ref[Recorder], int]] = weakref.WeakKeyDictionary()
 
 
 def capture_attention(
@@ -55,8 +57,8 @@ def capture_attention(
     probs = nn.functional.dropout(probs, p=dropout, training=module.training)
     context = torch.matmul(probs, value)
     sink = _ATTENTION_SINKS.get(module)
-    if sink is not None:
-        sink(query, key, value, probs)
+    if sink is not None and (recorder := sink[0]()) is not None:
+        recorder.on_attention(sink[1], query, key, value, probs)
     return context.transpose(1, 2).contiguous(), probs
 
 
@@ -160,7 +162,7 @@ class Recorder:
             if eager:
                 self._hook(undo, block.probs_tap, self._on_probs(index), pre=True)  # type: ignore[arg-type]
             else:
-                _ATTENTION_SINKS[block.attention] = self._on_attention(index)
+                _ATTENTION_SINKS[block.attention] = (weakref.ref(self), index)
                 undo.append(lambda module=block.attention: _ATTENTION_SINKS.pop(module, None))
         for index, merge in resolved.merges.items():
             self._hook(undo, merge.module, self._on_merge(index), pre=True)
@@ -244,17 +246,15 @@ class Recorder:
 
         return hook
 
-    def _on_attention(self, index: int) -> Callable:
-        def sink(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, probs: torch.Tensor) -> None:
-            tape = self.tape
-            if tape is None:
-                return
-            record = tape.layers[index]
-            record.probs = probs
-            if tape.activations:
-                record.q, record.k, record.v = q, k, v
-
-        return sink
+    def on_attention(self, index: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, probs: torch.Tensor) -> None:
+        """What hfrel's attention function saw in block `index`, onto the current tape."""
+        tape = self.tape
+        if tape is None:
+            return
+        record = tape.layers[index]
+        record.probs = probs
+        if tape.activations:
+            record.q, record.k, record.v = q, k, v
 
     def _on_out(self, index: int) -> Callable:
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:

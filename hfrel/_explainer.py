@@ -11,6 +11,7 @@ One explanation reads straight down: forward (records A_l and what the rules nee
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, overload
@@ -29,7 +30,9 @@ from hfrel._targets import Target, TargetFn, check_exclusive, class_target, func
 from hfrel.models import _families  # noqa: F401  (registers the built-in families)
 from hfrel.models._spec import FamilySpec, ResolvedModel, find_spec, resolve
 
-_ATTACHED: weakref.WeakKeyDictionary[nn.Module, Explainer] = weakref.WeakKeyDictionary()
+# Model -> its attached explainer, weak on both sides: an explainer and its model that nobody
+# references any more are freed even if never detached (the explainer's finalizer undoes its changes).
+_ATTACHED: weakref.WeakKeyDictionary[nn.Module, weakref.ref[Explainer]] = weakref.WeakKeyDictionary()
 
 MethodArg = str | Sequence[str]
 
@@ -41,6 +44,28 @@ def _without_autocast() -> Iterator[None]:
         for device_type in ("cpu", "cuda"):
             stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
         yield
+
+
+def _attached_to(model: nn.Module) -> Explainer | None:
+    """The live explainer attached to `model`, if any."""
+    entry = _ATTACHED.get(model)
+    return None if entry is None else entry()
+
+
+def _undo_all(steps: list[Callable[[], None]]) -> None:
+    """Undo hfrel's changes, last first; every step runs even if others fail, and every failure is reported."""
+    errors = []
+    while steps:
+        step = steps.pop()
+        try:
+            step()
+        except Exception as error:  # keep undoing the rest, report afterwards
+            errors.append(error)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        listed = "; ".join(f"{type(error).__name__}: {error}" for error in errors)
+        raise AttachError(f"{len(errors)} steps of undoing hfrel's changes failed: {listed}") from errors[0]
 
 
 def attach(model: nn.Module, *, family: FamilySpec | None = None) -> Explainer:
@@ -60,7 +85,7 @@ class Explainer:
                 f"hfrel.attach expects a transformers image-classification model (a torch.nn.Module), "
                 f"got {type(model).__name__}."
             )
-        if model in _ATTACHED:
+        if _attached_to(model) is not None:
             raise AttachError(
                 f"this {type(model).__name__} already has an hfrel explainer attached; use that one, or call "
                 f"its detach() (or leave its `with` block) before attaching again."
@@ -70,6 +95,8 @@ class Explainer:
         self._model = model
         self._recorder = Recorder(self._resolved)
         self._undo: list[Callable[[], None]] = []
+        # One explanation at a time: the tape, the eval-mode switch and the model are shared by all calls.
+        self._lock = threading.RLock()
         try:
             self._recorder.install(self._undo)
             if spec.eager_attention is not None:
@@ -77,9 +104,12 @@ class Explainer:
             else:
                 self._route_attention()
         except BaseException:
-            self._run_undo()
+            _undo_all(self._undo)
             raise
-        _ATTACHED[model] = self
+        _ATTACHED[model] = weakref.ref(self)
+        # Dropped without detach(), the explainer still undoes its changes when it is collected.
+        self._finalizer = weakref.finalize(self, _undo_all, self._undo)
+        self._finalizer.atexit = False
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -89,7 +119,7 @@ class Explainer:
 
     @property
     def attached(self) -> bool:
-        return _ATTACHED.get(self._model) is self
+        return _attached_to(self._model) is self
 
     @property
     def family(self) -> str:
@@ -102,10 +132,13 @@ class Explainer:
 
     def detach(self) -> None:
         """Remove every hook and swap; the model is left exactly as it was found. Safe to call twice."""
-        if not self.attached:
-            return
-        self._run_undo()
-        del _ATTACHED[self._model]
+        with self._lock:
+            if not self.attached:
+                return
+            try:
+                self._finalizer()  # runs the undo steps once; the finalizer is then dead
+            finally:
+                _ATTACHED.pop(self._model, None)
 
     def __enter__(self) -> Explainer:
         return self
@@ -116,20 +149,6 @@ class Explainer:
     def __repr__(self) -> str:
         state = "attached" if self.attached else "detached"
         return f"<hfrel.Explainer {self.family} {type(self._model).__name__} ({state})>"
-
-    def _run_undo(self) -> None:
-        errors = []
-        while self._undo:
-            step = self._undo.pop()
-            try:
-                step()
-            except Exception as error:  # keep undoing the rest, report afterwards
-                errors.append(error)
-        if len(errors) == 1:
-            raise errors[0]
-        if errors:
-            listed = "; ".join(f"{type(error).__name__}: {error}" for error in errors)
-            raise AttachError(f"{len(errors)} steps of undoing hfrel's changes failed: {listed}") from errors[0]
 
     def _route_attention(self) -> None:
         """Switch the model to hfrel's capturing attention function; remember every config's own choice."""
@@ -317,15 +336,18 @@ class Explainer:
 
     @contextlib.contextmanager
     def _eval_mode(self) -> Iterator[None]:
-        """Eval semantics while explaining (no dropout); every module's own mode restored after, also on error."""
-        modes = [(m, m.training) for m in self._model.modules()]
-        self._model.eval()
-        try:
-            yield
-        finally:
-            for module, training in modes:
-                module.training = training
-            self._recorder.tape = None
+        """One call at a time (threads wait their turn: the tape and the modules' modes are shared), in eval
+        semantics (no dropout); every module's own mode restored after, also on error."""
+        with self._lock:
+            self._check_attached()  # detach() may have run while this call waited
+            modes = [(m, m.training) for m in self._model.modules()]
+            self._model.eval()
+            try:
+                yield
+            finally:
+                for module, training in modes:
+                    module.training = training
+                self._recorder.tape = None
 
     def _run(
         self,

@@ -116,8 +116,14 @@ def residual_rule(
 
 
 def fork_rule(x: torch.Tensor, r_skip: torch.Tensor, r_branch: torch.Tensor) -> torch.Tensor:
-    """Relevance of a tensor that fed both the residual skip and a branch."""
-    return (r_skip + r_branch).mul_(safe_inverse(x)).mul_(x)
+    """Relevance of a tensor that fed both the residual skip and a branch: x * sdiv(R_skip + R_branch, x).
+
+    The factor x / (x + 1e-9) depends on x alone, so it is formed once for all targets; where x == 0 it
+    is 0 without a mask (sdiv's 0 times x is the same 0).
+    """
+    ratio = (x + EPS).reciprocal_()
+    torch.nan_to_num_(ratio, nan=float("nan"), posinf=1.0 / EPS, neginf=float("-inf"))  # x == -1e-9: as sdiv
+    return (r_skip + r_branch).mul_(ratio.mul_(x))
 
 
 def matmul_rule(

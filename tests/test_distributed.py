@@ -428,3 +428,31 @@ def test_processes_are_those_the_launcher_started(monkeypatch):
     monkeypatch.setattr("accelerate.PartialState", lambda cpu: SimpleNamespace(num_processes=1, process_index=0))
     with pytest.raises(hfrel.HfrelError, match=r"the launcher started 4 processes but accelerate's state counts 1"):
         processes.join_processes(cpu=True)  # each process would explain everything: refused
+
+
+def test_when_one_process_fails_every_process_ends_with_the_same_error(workspace):
+    """Process 1 fails while explaining: neither process waits forever in the gather; both end, soon,
+    with exit code 1, and the main process says which process failed and why."""
+    script = ROOT / "tests" / "scripts" / "failing_process.py"
+    accelerate = shutil.which("accelerate")
+    command = [accelerate, *LAUNCH, "--main_process_port", str(_free_port()), str(script), *_arguments("failing")]
+    launched = subprocess.Popen(
+        command,
+        cwd=workspace,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = launched.communicate(timeout=240)  # a run's start takes most of this; a hang takes 30 minutes
+    except subprocess.TimeoutExpired:
+        os.killpg(launched.pid, 9)
+        launched.communicate()
+        pytest.fail("the processes hung after one of them failed")
+    codes = [(workspace / f"failing.rank{rank}.code").read_text() for rank in (0, 1)]
+    assert codes == ["1", "1"], stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("hfrel: error:")]
+    assert errors == ["hfrel: error: process 1 of 2 failed: RuntimeError: disk on fire on process 1"], stderr
+    assert not (workspace / "failing" / "summary.json").exists()  # a failed run writes no summary

@@ -122,7 +122,11 @@ def test_fork_rule():
     x, r1, r2 = rand(2, 3), rand(2, 3), rand(2, 3)
     torch.testing.assert_close(fork_rule(x, r1, r2), r1 + r2)  # x * (r1/x + r2/x), up to the 1e-9
     x[0, 0] = 0.0
-    assert fork_rule(x, r1, r2)[0, 0] == 0
+    x[1, 1] = -1e-9  # x + 1e-9 == 0: sdiv divides by 1e-9 instead
+    out = fork_rule(x, r1, r2)
+    assert out[0, 0] == 0
+    torch.testing.assert_close(out[1, 1], -(r1[1, 1] + r2[1, 1]))
+    torch.testing.assert_close(out, x * (sdiv(r1, x) + sdiv(r2, x)))  # the spec's form, literally
 
 
 def test_matmul_rule_is_halved_gradient_times_input():
