@@ -19,6 +19,7 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
+from hfrel._layout import TokenLayout
 from hfrel.models._spec import ResolvedModel
 from hfrel.models._swin import MergeLayout, WindowLayout
 
@@ -109,13 +110,14 @@ class Tape:
 
     layers: list[LayerRecord]
     activations: bool  # record the tensors the relevance pass needs, not only A_l
-    patch_in: torch.Tensor | None = None  # input of the patch-embedding convolution
-    patch_out: torch.Tensor | None = None  # its output (B, D, gh, gw)
+    patch_in: torch.Tensor | None = None  # input of the patch embedding (images, or NaFlex's flat patches)
+    patch_out: torch.Tensor | None = None  # its output: (B, D, gh, gw), or (B, P, D) for NaFlex
     embedded: torch.Tensor | None = None  # token sequence with positions added (B, N, D)
     pooled_from: torch.Tensor | None = None  # the sequence the head pools (B, N, D)
     head_in: list[torch.Tensor] = field(default_factory=list)  # input of each classifier linear
     patch_tokens: torch.Tensor | None = None  # output of a norm between patch conv and position add (B, P, D)
     merges: dict[int, MergeRecord] = field(default_factory=dict)  # by the index of the first block after
+    layout: TokenLayout | None = None  # where each image's patch tokens sit (set by the explainer)
 
 
 def _first(args: tuple, kwargs: dict, name: str) -> torch.Tensor:
@@ -169,7 +171,7 @@ class Recorder:
             self._hook(undo, merge.reduction, self._on_reduction(index))
         if resolved.embedding_norm is not None:
             self._hook(undo, resolved.embedding_norm, self._on_embedding_norm)
-        self._hook(undo, resolved.patch_conv, self._on_patch)
+        self._hook(undo, resolved.patch_embedding, self._on_patch)
         self._hook(undo, resolved.embeddings, self._on_embeddings)
         if resolved.final_norm is not None:
             self._hook(undo, resolved.final_norm, self._on_final_norm)

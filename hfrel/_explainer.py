@@ -23,6 +23,7 @@ from torch.profiler import record_function
 from hfrel._capture import ATTENTION_NAME, Recorder, Tape
 from hfrel._errors import AttachError, ContextError, InputError, LabelError, UnsupportedModelError
 from hfrel._explanation import Explanation, normalise, to_heatmap, upsample
+from hfrel._layout import TokenLayout
 from hfrel._lrp import Relevance, Start, head_start, hidden_relevance, propagate, widen
 from hfrel._methods import METHODS, Evidence, Method
 from hfrel._options import check_start_layer, method_names
@@ -295,13 +296,15 @@ class Explainer:
                 f"pixel_values must be a torch.Tensor of shape (B, {resolved.num_channels}, H, W), got "
                 f"{type(pixel_values).__name__}; use the checkpoint's image processor with return_tensors='pt'."
             )
-        if pixel_values.dim() == 3:
+        if pixel_values.dim() == 3 and resolved.spec.patch_layout == "grid":
             raise InputError(
                 f"pixel_values must have shape (B, C, H, W); got one image of shape {tuple(pixel_values.shape)}. "
                 f"Add the batch axis with pixel_values.unsqueeze(0)."
             )
-        if pixel_values.dim() != 4:
+        if pixel_values.dim() != 4 and resolved.spec.patch_layout == "grid":
             raise InputError(f"pixel_values must have shape (B, C, H, W); got shape {tuple(pixel_values.shape)}.")
+        if resolved.spec.patch_layout == "naflex":
+            return self._check_naflex_inputs(pixel_values, dict(model_kwargs))
         batch, channels, height, width = pixel_values.shape
         if batch == 0:
             raise InputError("pixel_values holds no image (batch size 0).")
@@ -329,10 +332,70 @@ class Explainer:
                 f"{height}x{width}; resize with the checkpoint's image processor, or pass "
                 f"interpolate_pos_encoding=True to explain at this size."
             )
-        weight = resolved.patch_conv.weight
+        return self._to_model(pixel_values), kwargs
+
+    def _to_model(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        weight = self._resolved.patch_embedding.weight
         if weight.device.type != "meta":
             pixel_values = pixel_values.to(device=weight.device, dtype=weight.dtype)
-        return pixel_values, kwargs
+        return pixel_values
+
+    def _check_naflex_inputs(self, pixel_values: torch.Tensor, kwargs: dict) -> tuple[torch.Tensor, dict]:
+        """NaFlex (Siglip2): patches (B, P, C*p*p), each image's grid in `spatial_shapes`, real patches first."""
+        resolved = self._resolved
+        values = resolved.num_channels * resolved.patch_size[0] * resolved.patch_size[1]
+        processor = "Pass the image processor's pixel_values, pixel_attention_mask and spatial_shapes"
+        if pixel_values.dim() != 3 or pixel_values.shape[-1] != values:
+            raise InputError(
+                f"this NaFlex model takes pixel_values of shape (B, P, {values}) (images cut into patches); got "
+                f"shape {tuple(pixel_values.shape)}. {processor}: "
+                f"explain(**processor(images=..., return_tensors='pt'))."
+            )
+        batch, patches, _ = pixel_values.shape
+        if batch == 0 or patches == 0:
+            raise InputError("pixel_values holds no image (batch size 0) or no patch.")
+        if not pixel_values.is_floating_point():
+            raise InputError(f"pixel_values must be floating point, got {pixel_values.dtype}.")
+        bad = (~torch.isfinite(pixel_values)).sum().item()
+        if bad:
+            raise InputError(f"pixel_values contains {bad} NaN or infinite values; explanations need finite inputs.")
+        shapes = kwargs.get("spatial_shapes")
+        if not isinstance(shapes, torch.Tensor) or shapes.shape != (batch, 2) or shapes.is_floating_point():
+            got = tuple(shapes.shape) if isinstance(shapes, torch.Tensor) else type(shapes).__name__
+            raise InputError(
+                f"this NaFlex model needs spatial_shapes, an integer tensor (B, 2) = ({batch}, 2) giving each image's "
+                f"patch rows and columns; got {got}. {processor}."
+            )
+        counts = shapes.prod(dim=-1)
+        if (shapes < 1).any() or (counts > patches).any():
+            raise InputError(
+                f"spatial_shapes must give each image at least one patch and at most the {patches} patches of "
+                f"pixel_values; got {shapes.tolist()}."
+            )
+        real = torch.arange(patches, device=shapes.device) < counts.unsqueeze(-1)
+        mask = kwargs.get("pixel_attention_mask")
+        if mask is None:
+            if not real.all():
+                raise InputError(
+                    f"spatial_shapes cover fewer than the {patches} patches of pixel_values, so some are padding; "
+                    f"pass pixel_attention_mask too ({processor})."
+                )
+        elif (
+            not isinstance(mask, torch.Tensor)
+            or mask.shape != (batch, patches)
+            or not torch.equal(mask.to(device=real.device, dtype=torch.bool), real)
+        ):
+            raise InputError(
+                "pixel_attention_mask must be (B, P) with each image's spatial_shapes rows x cols real patches first "
+                f"and padding after, as the image processor lays them out; {processor}."
+            )
+        kwargs.pop("interpolate_pos_encoding", None)  # NaFlex models resize position embeddings themselves
+        weight = resolved.patch_embedding.weight
+        if weight.device.type != "meta":
+            for name in ("spatial_shapes", "pixel_attention_mask"):
+                if isinstance(kwargs.get(name), torch.Tensor):
+                    kwargs[name] = kwargs[name].to(weight.device)
+        return self._to_model(pixel_values), kwargs
 
     @contextlib.contextmanager
     def _eval_mode(self) -> Iterator[None]:
@@ -389,6 +452,7 @@ class Explainer:
                 inputs.requires_grad_(True)
             outputs = self._model(pixel_values=inputs, **model_kwargs)
             self._check_tape(tape)
+            tape.layout = self._layout(tape, model_kwargs)
             if target_fn is None:
                 logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]
                 target = class_target(label, logits, getattr(self._model.config, "id2label", None))
@@ -403,7 +467,6 @@ class Explainer:
             hidden = tape.pooled_from if hidden_start else None
             grads, hidden_grad = self._gradients(tape, target, grad_layers, hidden)
         start = self._start(tape, target, logits, hidden_grad)
-        grid_h, grid_w = self._grid(tape)
         with _without_autocast():  # the rules and methods run in float32 even inside the caller's autocast
             with record_function("hfrel.relevance"):
                 relevance: dict[str, Relevance] = {}
@@ -416,10 +479,10 @@ class Explainer:
                 grads=grads,
                 relevance=relevance,
                 readout=self._readout(tape),
-                patches=slice(resolved.prefix_tokens, resolved.prefix_tokens + grid_h * grid_w),
+                patches=self._patch_columns(tape),
+                patch_weights=self._patch_weights(tape),
                 start_layer=start_layer,
                 targets=target.count,
-                batch=pixel_values.shape[0],
                 layouts=[record.layout for record in tape.layers],
                 merges={index: merge.layout for index, merge in tape.merges.items()},
             )
@@ -472,27 +535,51 @@ class Explainer:
         hidden_grad = widen(grads[-1]) if hidden is not None else None
         return {layer: widen(grad) for layer, grad in zip(layers, grads, strict=False)}, hidden_grad
 
-    def _grid(self, tape: Tape) -> tuple[int, int]:
-        return tuple(tape.patch_out.shape[-2:])  # type: ignore[union-attr, return-value]
+    def _layout(self, tape: Tape, model_kwargs: dict) -> TokenLayout:
+        """The batch's patch grid: from the patch embedding's output, or NaFlex's `spatial_shapes`."""
+        if self._resolved.spec.patch_layout == "naflex":
+            sizes = model_kwargs["spatial_shapes"].long()
+            return TokenLayout(grid=(int(sizes[:, 0].max()), int(sizes[:, 1].max())), sizes=sizes)
+        return TokenLayout(grid=tuple(tape.patch_out.shape[-2:]))  # type: ignore[union-attr, arg-type]
+
+    def _patch_columns(self, tape: Tape) -> slice:
+        prefix, layout = self._resolved.prefix_tokens, tape.layout
+        tokens = tape.layers[-1].probs.shape[-1]
+        return slice(prefix, tokens if layout.per_image else prefix + layout.grid[0] * layout.grid[1])  # type: ignore[union-attr]
+
+    def _patch_weights(self, tape: Tape) -> torch.Tensor | None:
+        """(B, P) weight of each patch column in a mean over an image's patches; None: all equal (1/P)."""
+        columns = self._patch_columns(tape)
+        mask = tape.layout.token_mask(columns.stop - columns.start)  # type: ignore[union-attr]
+        return None if mask is None else mask / mask.sum(dim=-1, keepdim=True)
 
     def _readout(self, tape: Tape) -> torch.Tensor:
-        """Weight of each token row in the map: the rows the head reads."""
+        """(B, N) weight of each token row in each image's map: the rows the head reads."""
         resolved = self._resolved
-        layout = tape.layers[-1].layout  # windowed blocks: the last stage's tokens, not the window's
-        tokens = layout.tokens if layout is not None else tape.layers[-1].probs.shape[-1]
-        prefix = resolved.prefix_tokens
-        weights = torch.zeros(tokens, dtype=torch.float32)
-        mean = torch.zeros(tokens, dtype=torch.float32)
-        mean[prefix:] = 1.0 / (tokens - prefix)
+        probs = tape.layers[-1].probs
+        windows = tape.layers[-1].layout  # windowed blocks (Swin): the last stage's tokens, not a window's
+        if windows is not None:
+            batch, tokens = probs.shape[0] // windows.windows, windows.tokens
+            columns = slice(resolved.prefix_tokens, tokens)
+        else:
+            batch, tokens = probs.shape[0], probs.shape[-1]
+            columns = self._patch_columns(tape)
+        mean = torch.zeros(batch, tokens, dtype=torch.float32)
+        weights = self._patch_weights(tape)
+        if weights is None:
+            mean[:, columns] = 1.0 / (columns.stop - columns.start)
+        else:
+            mean[:, columns] = weights.cpu()
+        if resolved.pooling == "mean":
+            return mean
+        weights = torch.zeros(batch, tokens, dtype=torch.float32)
         if resolved.pooling == "cls":
-            weights[0] = 1.0
+            weights[:, 0] = 1.0
         elif resolved.pooling == "cls+dist":
-            weights[:2] = 0.5
-        elif resolved.pooling == "mean":
-            weights = mean
+            weights[:, :2] = 0.5
         else:
             weights = mean / 2
-            weights[0] = 0.5
+            weights[:, 0] = 0.5
         return weights
 
     def _explanation(
@@ -505,18 +592,28 @@ class Explainer:
         target: Target,
     ) -> Explanation:
         raw = method.compute(evidence)  # (T, B, P) or (T, B, H, W) for pixel methods
+        layout: TokenLayout = tape.layout  # type: ignore[assignment]
+        pixel_map = raw.dim() == 4
         height, width = pixel_values.shape[-2:]
-        grid = self._grid(tape)
-        patch_h, patch_w = self._resolved.patch_size
-        padded = (grid[0] * patch_h, grid[1] * patch_w)
-        # token maps on the patch grid; pixel maps cropped where the model padded the image
-        raw = raw.reshape(*raw.shape[:2], *grid) if raw.dim() == 3 else raw[..., :height, :width]
+        if not pixel_map:
+            raw = layout.tokens_to_grid(raw)
+        elif not layout.per_image:
+            raw = raw[..., :height, :width]  # pixels the model padded (Swin) are not the image's
         raw = raw.to(logits.device).transpose(0, 1)  # (B, T, ...)
-        if raw.shape[-2:] == grid and padded[0] >= height and padded[1] >= width and padded != (height, width):
-            # the model padded the image to whole patches: upsample the patch grid, then crop to the image
-            heatmap = normalise(upsample(raw.float(), padded)[..., :height, :width])
+        sizes = heatmap_sizes = None
+        if layout.per_image:  # NaFlex: each image on its own grid, padding 0
+            patch = self._resolved.patch_size[0]
+            heatmap = layout.heatmap(raw, patch if pixel_map else 1, patch)
+            heatmap_sizes = layout.sizes * patch  # type: ignore[operator]
+            sizes = heatmap_sizes if pixel_map else layout.sizes
         else:
-            heatmap = to_heatmap(raw, (height, width))
+            patch_h, patch_w = self._resolved.patch_size
+            padded = (layout.grid[0] * patch_h, layout.grid[1] * patch_w)
+            if not pixel_map and padded[0] >= height and padded[1] >= width and padded != (height, width):
+                # the model padded the image to whole patches: upsample the patch grid, then crop to the image
+                heatmap = normalise(upsample(raw.float(), padded)[..., :height, :width])
+            else:
+                heatmap = to_heatmap(raw, (height, width))
         labels = target.labels
         if not target.many:
             raw, heatmap, labels = raw[:, 0], heatmap[:, 0], labels[:, 0]
@@ -527,4 +624,6 @@ class Explainer:
             labels=labels,
             logits=logits,
             start_layer=evidence.start_layer if method.uses_start_layer else None,
+            sizes=sizes,
+            heatmap_sizes=heatmap_sizes,
         )

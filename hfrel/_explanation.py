@@ -57,6 +57,22 @@ class Explanation:
     """(B, num_labels) the model's logits for the batch."""
     start_layer: int | None
     """First block combined (methods that roll out over blocks); None for single-block methods."""
+    sizes: torch.Tensor | None = None
+    """NaFlex models (Siglip2), whose images each keep their own patch grid: (B, 2) the (rows, cols) of each
+    image's own map, top-left in `relevance` (patches; pixels for "lrp"); the rest is padding, exactly 0.
+    None when every image's map fills `relevance`."""
+    heatmap_sizes: torch.Tensor | None = None
+    """NaFlex models: (B, 2) each image's own (height, width) in pixels, top-left in `heatmap` (upsampled and
+    normalised over that region alone; the rest 0). None when every heatmap fills `heatmap`."""
+
+    def image(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image `index`'s (relevance, heatmap), cropped to its own grid: NaFlex padding removed."""
+        relevance, heatmap = self.relevance[index], self.heatmap[index]
+        if self.sizes is not None and self.heatmap_sizes is not None:
+            rows, cols = (int(v) for v in self.sizes[index])
+            height, width = (int(v) for v in self.heatmap_sizes[index])
+            relevance, heatmap = relevance[..., :rows, :cols], heatmap[..., :height, :width]
+        return relevance, heatmap
 
     @property
     def has_target_axis(self) -> bool:
@@ -89,6 +105,8 @@ class Explanation:
             heatmap=self.heatmap.cpu(),
             labels=self.labels.cpu(),
             logits=self.logits.cpu(),
+            sizes=None if self.sizes is None else self.sizes.cpu(),
+            heatmap_sizes=None if self.heatmap_sizes is None else self.heatmap_sizes.cpu(),
         )
 
     def plot(

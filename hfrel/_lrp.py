@@ -160,6 +160,22 @@ def bounded_conv_rule(
     return x * back(s, weight) - low * back(s, w_pos) - high * back(s, w_neg)
 
 
+def bounded_linear_rule(
+    x: torch.Tensor, weight: torch.Tensor, relevance: torch.Tensor, low: torch.Tensor, high: torch.Tensor
+) -> torch.Tensor:
+    """The z^B rule for a linear patch embedding (NaFlex): inputs bounded by `low` and `high` (broadcast to x).
+
+    x: (B, P, F) flattened patches; relevance: (T, B, P, D). Bias ignored, as in the convolution's rule.
+    """
+    x = widen(x)
+    weight = widen(weight).to(x.device)
+    w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
+    low, high = low.expand_as(x), high.expand_as(x)
+    z = x @ weight.T - low @ w_pos.T - high @ w_neg.T + EPS
+    s = relevance / z
+    return x * (s @ weight) - low * (s @ w_pos) - high * (s @ w_neg)
+
+
 class _Weights:
     """Makes weights that accelerate offloads (meta tensors between calls) real while rules read them."""
 
@@ -219,9 +235,15 @@ def _head_relevance(resolved: ResolvedModel, tape: Tape, onehot: torch.Tensor, r
             r_seq[..., token, :] = seq[:, token] * sdiv(part, seq[:, token])
     else:
         patches = seq[:, prefix:]
-        mean = patches.mean(dim=1)
         r_mean = r_features[..., -width:].to(seq.device)
-        r_seq[..., prefix:, :] = patches * (sdiv(r_mean, mean) / patches.shape[1]).unsqueeze(-2)
+        mask = tape.layout.token_mask(patches.shape[1]) if tape.layout is not None else None
+        if mask is None:
+            mean = patches.mean(dim=1)
+            r_seq[..., prefix:, :] = patches * (sdiv(r_mean, mean) / patches.shape[1]).unsqueeze(-2)
+        else:  # NaFlex: the mean of each image's real patches, padding weighted 0
+            weights = (mask / mask.sum(dim=-1, keepdim=True)).to(seq).unsqueeze(-1)  # (B, P, 1)
+            mean = (patches * weights).sum(dim=1)
+            r_seq[..., prefix:, :] = patches * weights * sdiv(r_mean, mean).unsqueeze(-2)
         if resolved.pooling == "cls+mean":
             r_cls = r_features[..., :width].to(seq.device)
             r_seq[..., 0, :] = seq[:, 0] * sdiv(r_cls, seq[:, 0])
@@ -352,6 +374,8 @@ def _merge_relevance(merge: Merge, record: MergeRecord, relevance: torch.Tensor,
 
 def _pixel_relevance(resolved: ResolvedModel, tape: Tape, relevance: torch.Tensor) -> torch.Tensor:
     """From relevance on the embedded tokens to pixels: position add (z-rule), drop non-patch tokens, z^B conv."""
+    if resolved.spec.patch_layout == "naflex":
+        return _naflex_pixel_relevance(resolved, tape, relevance)
     patch_out = tape.patch_out
     _b, d, gh, gw = patch_out.shape
     # (B, P, D) before positions are added: the convolution's output, or the norm's after it (which passes)
@@ -362,9 +386,26 @@ def _pixel_relevance(resolved: ResolvedModel, tape: Tape, relevance: torch.Tenso
     r_tokens = relevance.to(embedded.device)[..., prefix : prefix + gh * gw, :]
     r_tokens = tokens * sdiv(r_tokens, embedded[:, prefix : prefix + gh * gw])
     r_grid = r_tokens.transpose(-1, -2).reshape(*r_tokens.shape[:-2], d, gh, gw)
-    conv = resolved.patch_conv
-    r_pixels = bounded_conv_rule(tape.patch_in, conv.weight, r_grid, conv.stride, conv.padding)
+    conv = resolved.patch_embedding
+    padding = (0, 0) if conv.padding == "valid" else conv.padding  # SigLIP spells no padding "valid"
+    r_pixels = bounded_conv_rule(tape.patch_in, conv.weight, r_grid, conv.stride, padding)
     return r_pixels.sum(dim=-3)
+
+
+def _naflex_pixel_relevance(resolved: ResolvedModel, tape: Tape, relevance: torch.Tensor) -> torch.Tensor:
+    """NaFlex: position add (z-rule), z^B rule on the linear patch embedding with each image's bounds taken
+    over its real patches only, then each patch's (py, px, c) values summed over c and put on the pixel grid."""
+    layout = tape.layout
+    tokens, embedded = widen(tape.patch_out), widen(tape.embedded)  # (B, P, D) before / after positions
+    r_tokens = tokens * sdiv(relevance.to(embedded.device), embedded)
+    x = widen(tape.patch_in)
+    real = layout.token_mask(x.shape[1]).to(x.device).bool().unsqueeze(-1).expand_as(x)  # type: ignore[union-attr]
+    low = x.masked_fill(~real, float("inf")).amin(dim=(1, 2), keepdim=True)
+    high = x.masked_fill(~real, float("-inf")).amax(dim=(1, 2), keepdim=True)
+    r_x = bounded_linear_rule(x, resolved.patch_embedding.weight, r_tokens, low, high)
+    patch_h, patch_w = resolved.patch_size
+    r_patches = r_x.reshape(*r_x.shape[:-1], patch_h, patch_w, resolved.num_channels).sum(dim=-1)
+    return layout.patches_to_pixels(r_patches, patch_h)  # type: ignore[union-attr]
 
 
 Start = Callable[[Rules], torch.Tensor]
@@ -419,6 +460,6 @@ def propagate(
                 merges[index] = relevance.sum(dim=-1)
         pixels = None
         if to_pixels:
-            with weights.loaded(resolved.patch_conv):
+            with weights.loaded(resolved.patch_embedding):
                 pixels = _pixel_relevance(resolved, tape, relevance)
     return Relevance(attention=attention, pixels=pixels, totals=totals, merges=merges)

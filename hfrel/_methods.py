@@ -31,11 +31,11 @@ class Evidence:
     probs: list[torch.Tensor]  # A_l per block, (B, H, N, N) or (B*windows, H, area, area)
     grads: dict[int, torch.Tensor]  # block -> grad of the target logit w.r.t. A_l, (T, ...) over A_l's shape
     relevance: dict[str, Relevance]  # rule set -> what the relevance walk produced
-    readout: torch.Tensor  # (N_last,) weight of each token row of the last stage in the map
-    patches: slice  # the patch columns of the first stage
+    readout: torch.Tensor  # (B, N_last) weight of each token row (of the last stage) in each image's map
+    patches: slice  # the patch columns (of the first stage)
+    patch_weights: torch.Tensor | None  # (B, P) weights of a mean over each image's patches; None: 1/P each
     start_layer: int
     targets: int  # T
-    batch: int = 0  # B; 0: read from the attention of the last block
     layouts: list[WindowLayout | None] = field(default_factory=list)
     merges: dict[int, MergeLayout] = field(default_factory=dict)
 
@@ -60,7 +60,8 @@ def _layout(evidence: Evidence, layer: int) -> WindowLayout | None:
 
 
 def _times(evidence: Evidence, layer: int, row: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    """`row @ M_l`: a row over block l's stage tokens (..., B, N) times its attention-layout matrix."""
+    """`row @ M_l`: each image's row over block l's stage tokens (..., B, N) times its attention-layout
+    matrix ((..., B, N, N), or per window (..., B*windows, area, area))."""
     layout = _layout(evidence, layer)
     if layout is None:
         return (row.unsqueeze(-2) @ matrix.to(row.device)).squeeze(-2)
@@ -68,18 +69,22 @@ def _times(evidence: Evidence, layer: int, row: torch.Tensor, matrix: torch.Tens
 
 
 def _start_row(evidence: Evidence, like: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
-    """The readout row (..., B, N_last) in `like`'s dtype and device."""
+    """The readout rows (..., B, N_last) in `like`'s dtype and device."""
     readout = evidence.readout.to(device=like.device, dtype=like.dtype)
-    batch = evidence.batch
-    if not batch:
-        layout = _layout(evidence, len(evidence.probs) - 1)
-        batch = evidence.probs[-1].shape[0] // (layout.windows if layout is not None else 1)
-    return readout.expand(*lead, batch, readout.shape[-1])
+    return readout.expand(*lead, *readout.shape)
 
 
 def _lead(matrix: torch.Tensor) -> tuple[int, ...]:
     """Axes of a (..., B-layout, N, N) matrix before its batch axis, e.g. (T,) for (T, B, N, N)."""
     return tuple(matrix.shape[: matrix.dim() - 3])
+
+
+def _patch_mean(evidence: Evidence, rows: torch.Tensor) -> torch.Tensor:
+    """Mean over each image's patch columns (..., B, H, P) -> (..., B, H, 1); NaFlex padding excluded."""
+    if evidence.patch_weights is None:
+        return rows.mean(dim=-1, keepdim=True)
+    weights = evidence.patch_weights.to(device=rows.device, dtype=rows.dtype).unsqueeze(-2)  # (B, 1, P)
+    return (rows * weights).sum(dim=-1, keepdim=True)
 
 
 def _merge_down(evidence: Evidence, row: torch.Tensor, above: int, rules: Rules | None) -> torch.Tensor:
@@ -101,13 +106,12 @@ def _to_first_stage(evidence: Evidence, row: torch.Tensor, below: int, rules: Ru
 
 
 def _row(evidence: Evidence, layer: int, matrix: torch.Tensor, heads: bool = False) -> torch.Tensor:
-    """The readout-weighted row of block `layer`'s `matrix`: (..., [H,] B-layout, N, N) -> (..., [H,] B, N).
-
-    With `heads`, the matrix has a head axis right after its batch axis, kept in the result before B.
-    """
+    """Each image's readout-weighted row of block `layer`'s `matrix`: (..., B-layout, N, N) -> (..., B, N);
+    with `heads`, per-head matrices (..., B-layout, H, N, N) -> (..., B, H, N)."""
     if heads:
-        matrix = matrix.movedim(-3, -4)  # (..., H, B, N, N)
-    return _times(evidence, layer, _start_row(evidence, matrix, _lead(matrix)), matrix)
+        matrix = matrix.movedim(-3, -4)  # (..., H, B-layout, N, N)
+    row = _times(evidence, layer, _start_row(evidence, matrix, _lead(matrix)), matrix)
+    return row.movedim(-3, -2) if heads else row
 
 
 def _departure_chain(
@@ -128,7 +132,7 @@ def _departure_chain(
         if readout is None:
             readout = _start_row(evidence, x, _lead(x) if lead is None else lead)
         readout = readout.to(x.device)
-        step = _times(evidence, layer, readout, x)
+        step = _times(evidence, layer, readout, x)  # the first block's term, d starting at 0
         if departure is not None:
             departure = departure.to(x.device)
             step = departure + _times(evidence, layer, departure, x) + step
@@ -197,10 +201,9 @@ def _attention(evidence: Evidence) -> torch.Tensor:
 def _attention_gradcam(evidence: Evidence) -> torch.Tensor:
     last = len(evidence.probs) - 1
     probs = widen(evidence.probs[last].detach())
-    weights = _last_columns(evidence, _row(evidence, last, evidence.grads[last], heads=True))
-    weights = weights.mean(dim=-1, keepdim=True)  # (T, H, B, 1)
-    rows = _row(evidence, last, probs, heads=True).to(weights.device)  # (H, B, N)
-    row = (weights * rows).mean(dim=-3).clamp(min=0)  # (T, B, N)
+    weights = _patch_mean(evidence, _last_columns(evidence, _row(evidence, last, evidence.grads[last], heads=True)))
+    rows = _row(evidence, last, probs, heads=True).to(weights.device)  # (B, H, N)
+    row = (weights * rows).mean(dim=-2).clamp(min=0)  # (T, B, N)
     row = _to_first_stage(evidence, row, last, None)
     return row[..., evidence.patches]
 

@@ -354,7 +354,7 @@ def test_when_every_input_fails_the_summary_still_says_why(capsys, monkeypatch, 
     ]
     summary = json.loads((bad_inputs / "all-bad" / "summary.json").read_text())
     assert summary["explained"] == 0 and [f["input"] for f in summary["failed"]] == ["broken.jpg", "cut.png"]
-    assert sorted(p.name for p in (bad_inputs / "all-bad").iterdir()) == ["index.json", "summary.json"]
+    assert sorted(p.name for p in (bad_inputs / "all-bad").iterdir()) == ["index.html", "index.json", "summary.json"]
 
 
 def test_other_failures_exit_1_without_a_traceback(capsys, monkeypatch, bad_inputs, checkpoint):

@@ -126,7 +126,8 @@ def test_two_processes_write_what_one_process_writes(two, one):
     done, out = two
     assert done.returncode == 0, done.stderr
     assert set(_files(out)) == set(_files(one))
-    assert {"summary.json", "index.json"} <= set(_files(out))
+    assert {"summary.json", "index.json", "index.html"} <= set(_files(out))
+    assert (out / "index.html").read_text() == (one / "index.html").read_text()  # the same page
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == GOOD
     summary = json.loads((out / "summary.json").read_text())
     _assert_close(summary, json.loads((one / "summary.json").read_text()))
@@ -335,6 +336,7 @@ def test_examples_are_reused_by_their_pixels(classifier, tmp_path):
     after = _files(tmp_path)
     assert sorted({p.split("/")[0] for p in before if after[p] != before[p]}) == [
         "example-000001",
+        "index.html",  # example 1's new predictions are on the page
         "index.json",
         "summary.json",
     ]

@@ -11,7 +11,8 @@ stated substitutions and nothing else:
 - Files a snippet opens are made first: `kitchen.jpg`, `photos/desk.png` and `my_data/` (scenes written by
   `hfrel.datasets.export_folder`); the evaluation snippet gets the bundled demo model, whose
   classes those scenes name; the backbone snippet gets a tiny `Dinov2Model` and a query embedding;
-  the family snippet a tiny `IJepaForImageClassification` (its registration is undone after).
+  the family snippet a tiny model of its own type `jepa-variant` (tests/test_registration.py; its
+  registration is undone after).
 - A snippet that cannot run as written says so in the docs, on the line before it:
   `<!-- doc-test: not run (fragment) -->`. The only accepted reason is "fragment", and the test
   checks it: the snippet must hold a `...` placeholder for the reader's own code.
@@ -109,12 +110,10 @@ def _backbone() -> dict:
     }
 
 
-def _ijepa() -> dict:
-    torch.manual_seed(0)
-    config = tf.IJepaConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8
-    )
-    return {"model": tf.IJepaForImageClassification(config).eval(), "pixel_values": torch.randn(2, 3, 32, 32)}
+def _jepa_variant() -> dict:
+    from tests.test_registration import _variant
+
+    return {"model": _variant(), "pixel_values": torch.randn(2, 3, 32, 32)}
 
 
 def _demo_data() -> dict:
@@ -126,7 +125,7 @@ def _demo_data() -> dict:
 
 
 # Snippets that need other reader names than the common ones, found by a text they hold.
-SPECIAL = {"query_embedding": _backbone, 'name="ijepa"': _ijepa, '"my_data"': _demo_data}
+SPECIAL = {"query_embedding": _backbone, 'name="jepa-variant"': _jepa_variant, '"my_data"': _demo_data}
 
 
 @pytest.mark.parametrize(("where", "line", "reason", "code"), SNIPPETS, ids=[s[0] for s in SNIPPETS])

@@ -152,7 +152,7 @@ def test_unlabelled_data_explains_predictions_without_perturbation(tmp_path, mod
     assert report["methods"]["rollout"]["negative_perturbation_accuracy"] is None
     assert report["perturbation"].startswith("not run")
     written = write_report(report, tmp_path / "out")
-    assert sorted(p.name for p in written) == ["report.json", "report.md"]
+    assert sorted(p.name for p in written) == ["report.html", "report.json", "report.md"]
     assert "| rollout |" in (tmp_path / "out" / "report.md").read_text()
 
 
@@ -160,7 +160,7 @@ def test_write_report_files(tmp_path, model, processor):
     data, _ = five_items(tmp_path / "data")
     report = evaluate(model, processor, data, method=["attention", "rollout"], n=2, progress=False)
     written = write_report(report, tmp_path / "out")
-    assert [p.name for p in written] == ["report.json", "report.md", "perturbation.png"]
+    assert [p.name for p in written] == ["report.json", "report.md", "perturbation.png", "report.html"]
     assert json.loads((tmp_path / "out" / "report.json").read_text()) == report
     table = (tmp_path / "out" / "report.md").read_text()
     assert f"| attention | {report['methods']['attention']['pixel_accuracy']:.2f} |" in table

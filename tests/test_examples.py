@@ -44,3 +44,16 @@ def test_train_swin_model_then_class_specificity(tmp_path):
     done = _run("class_specificity.py", "--model", str(tmp_path), "--scenes", "4", "--batch", "4")
     assert done.returncode == 0, done.stderr
     assert "| `transformer_attribution` |" in done.stdout and "| `lrp` |" in done.stdout
+
+
+def test_train_zero_shot_model_example_writes_the_bundled_layout(tmp_path):
+    """Two steps only: the script runs offline and writes a CLIP folder with the same tokenizer as the bundled one."""
+    from hfrel.datasets import zero_shot_model_path
+
+    out = tmp_path / "zero_shot"
+    done = _run("train_zero_shot_model.py", "--out", str(out), "--steps", "2", "--batch", "8", "--held-out", "12")
+    assert done.returncode == 0, done.stderr
+    assert "zero-shot accuracy:" in done.stdout and f"saved to {out}" in done.stdout
+    shipped = zero_shot_model_path()
+    assert {p.name for p in out.iterdir()} == {p.name for p in shipped.iterdir()}
+    assert (out / "tokenizer.json").read_text() == (shipped / "tokenizer.json").read_text()

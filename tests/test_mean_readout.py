@@ -94,8 +94,9 @@ def test_rollout_product_keeps_tiny_contributions(pooling):
         probs=[torch.empty(2, 1, tokens, tokens)] * 3,
         grads={},
         relevance={},
-        readout=readout,
+        readout=readout.expand(2, -1),  # (B, N): one readout row per image
         patches=patches,
+        patch_weights=None,
         start_layer=0,
         targets=1,
     )

@@ -12,10 +12,20 @@ from tests import tiny
 from tests.state import assert_same, snapshot
 
 
-def _ijepa():
+class JepaVariantConfig(tf.IJepaConfig):
+    """A user's own model type, built on I-JEPA's modules; hfrel ships no spec for it."""
+
+    model_type = "jepa-variant"
+
+
+class JepaVariantForImageClassification(tf.IJepaForImageClassification):
+    config_class = JepaVariantConfig
+
+
+def _variant():
     torch.manual_seed(0)
-    config = tf.IJepaConfig(**tiny.COMMON)  # evaluated in eval mode, so the dropout settings do not matter
-    model = tf.IJepaForImageClassification(config).eval()
+    config = JepaVariantConfig(**tiny.COMMON)  # evaluated in eval mode, so the dropout settings do not matter
+    model = JepaVariantForImageClassification(config).eval()
     with torch.no_grad():
         for param in model.parameters():
             if param.dim() >= 2:
@@ -24,11 +34,11 @@ def _ijepa():
 
 
 @pytest.fixture
-def ijepa_spec():
+def variant_spec():
     spec = hfrel.FamilySpec(
-        name="ijepa",
-        model_types=("ijepa",),
-        classes=("IJepaForImageClassification",),
+        name="jepa-variant",
+        model_types=("jepa-variant",),
+        classes=("JepaVariantForImageClassification",),
         embeddings="ijepa.embeddings",
         final_norm="ijepa.layernorm",
         pooling="mean",  # the head reads the mean of all tokens
@@ -40,14 +50,14 @@ def ijepa_spec():
 
 
 def test_unregistered_variant_is_refused():
-    with pytest.raises(hfrel.UnsupportedModelError, match=r"model_type 'ijepa'.*register_family"):
-        hfrel.attach(_ijepa())
+    with pytest.raises(hfrel.UnsupportedModelError, match=r"model_type 'jepa-variant'.*register_family"):
+        hfrel.attach(_variant())
 
 
-def test_registered_variant_explains(ijepa_spec):
-    assert registered_families()[0] is ijepa_spec
-    assert "IJepaForImageClassification" in hfrel.supported_models()["ijepa"]
-    model = _ijepa()
+def test_registered_variant_explains(variant_spec):
+    assert registered_families()[0] is variant_spec
+    assert hfrel.supported_models()["jepa-variant"] == ["JepaVariantForImageClassification"]
+    model = _variant()
     before = snapshot(model)
     pixels = torch.randn(2, 3, 32, 32)
     with hfrel.attach(model) as explainer:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from hfrel._lrp import bounded_conv_rule, fork_rule, linear_rule, matmul_rule, residual_rule, sdiv
+from hfrel._lrp import bounded_conv_rule, bounded_linear_rule, fork_rule, linear_rule, matmul_rule, residual_rule, sdiv
 
 GEN = torch.Generator().manual_seed(0)
 
@@ -154,3 +154,35 @@ def test_bounded_conv_rule_matches_its_definition():
     expected = inputs[0].detach() * grads[0] + low * grads[1] + high * grads[2]  # signs carried by z_fn
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(got.sum(), r.sum(), rtol=1e-6, atol=1e-6)
+
+
+def test_bounded_linear_rule_on_patches_is_the_conv_rule_on_the_image():
+    """NaFlex's linear patch embedding over (py, px, c)-flattened patches is a stride-p convolution; so are
+    their z^B rules, with the same bounds (each sample's min and max)."""
+    p, channels, rows, cols = 2, 3, 2, 3
+    x, weight = rand(2, channels, rows * p, cols * p), rand(4, channels, p, p)
+    relevance = rand(2, 4, rows, cols)
+    expected = bounded_conv_rule(x, weight, relevance, (p, p), (0, 0))
+    patches = torch.zeros(2, rows * cols, p * p * channels, dtype=torch.float64)
+    for b in range(2):
+        for r in range(rows):
+            for c in range(cols):
+                for py in range(p):
+                    for px in range(p):
+                        for ch in range(channels):
+                            patches[b, r * cols + c, (py * p + px) * channels + ch] = x[b, ch, r * p + py, c * p + px]
+    linear = weight.permute(0, 2, 3, 1).reshape(4, -1)
+    low = x.amin(dim=(1, 2, 3)).view(2, 1, 1)
+    high = x.amax(dim=(1, 2, 3)).view(2, 1, 1)
+    r_tokens = relevance.flatten(2).transpose(1, 2)  # (B, P, D)
+    got = bounded_linear_rule(patches, linear, r_tokens, low, high)
+    for b in range(2):
+        for r in range(rows):
+            for c in range(cols):
+                for py in range(p):
+                    for px in range(p):
+                        for ch in range(channels):
+                            torch.testing.assert_close(
+                                got[b, r * cols + c, (py * p + px) * channels + ch],
+                                expected[b, ch, r * p + py, c * p + px],
+                            )

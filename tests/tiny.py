@@ -81,13 +81,39 @@ def _dinov2_registers() -> Case:
     return tf.Dinov2WithRegistersForImageClassification, config
 
 
-def _clip() -> Case:
+def _towers() -> tuple[dict, dict]:
+    """Vision and text sub-configs of the tiny image-text families (CLIP, MetaCLIP 2, SigLIP)."""
     vision = {k: v for k, v in COMMON.items() if k not in ("num_labels", "hidden_dropout_prob")}
     vision["attention_dropout"] = vision.pop("attention_probs_dropout_prob")
     text = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=64)
     text.update(bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    return vision, text
+
+
+def _clip() -> Case:
+    vision, text = _towers()
     config = tf.CLIPConfig(vision_config=vision, text_config=text, num_labels=COMMON["num_labels"])
     return tf.CLIPForImageClassification, config
+
+
+def _metaclip_2() -> Case:
+    vision, text = _towers()
+    config = tf.MetaClip2Config(vision_config=vision, text_config=text, num_labels=COMMON["num_labels"])
+    return tf.MetaClip2ForImageClassification, config
+
+
+def _siglip() -> Case:
+    vision, text = _towers()
+    config = tf.SiglipConfig(vision_config=vision, text_config=text, num_labels=COMMON["num_labels"])
+    return tf.SiglipForImageClassification, config
+
+
+def _vit_msn() -> Case:
+    return tf.ViTMSNForImageClassification, tf.ViTMSNConfig(**COMMON)
+
+
+def _ijepa() -> Case:
+    return tf.IJepaForImageClassification, tf.IJepaConfig(**COMMON)
 
 
 CASES: dict[str, Callable[[], Case]] = {
@@ -101,6 +127,10 @@ CASES: dict[str, Callable[[], Case]] = {
     "dinov2-swiglu": _dinov2_swiglu,
     "dinov2-registers": _dinov2_registers,
     "clip": _clip,
+    "vit-msn": _vit_msn,
+    "ijepa": _ijepa,
+    "metaclip-2": _metaclip_2,
+    "siglip": _siglip,
 }
 
 
@@ -140,6 +170,18 @@ HIERARCHICAL: dict[str, Callable[[], Case]] = {
 """Hierarchical families (stages, windows, merges): their own suite, tests/test_swin.py."""
 
 
+def _siglip2() -> Case:
+    vision, text = _towers()
+    del vision["image_size"]
+    vision["num_patches"] = 16  # a 4 x 4 grid of position embeddings, resized to each image's own grid
+    config = tf.Siglip2Config(vision_config=vision, text_config=text, num_labels=COMMON["num_labels"])
+    return tf.Siglip2ForImageClassification, config
+
+
+NAFLEX_CASES: dict[str, Callable[[], Case]] = {"siglip2": _siglip2}
+"""NaFlex models take images already cut into patches, each at its own aspect ratio (tests/test_naflex.py)."""
+
+
 def _vision(config_class: type, **extra: object) -> object:
     return config_class(**{k: v for k, v in COMMON.items() if k != "num_labels"}, **extra)
 
@@ -176,7 +218,7 @@ BACKBONES: dict[str, Callable[[], Case]] = {
 def build(name: str, seed: int = 0, std: float = 0.3, attn_implementation: str | None = None) -> torch.nn.Module:
     """A tiny model of case `name`, with seeded random weights, in eval mode (default attention: sdpa)."""
     torch.manual_seed(seed)
-    model_class, config = {**CASES, **BACKBONES, **HIERARCHICAL}[name]()
+    model_class, config = {**CASES, **BACKBONES, **NAFLEX_CASES, **HIERARCHICAL}[name]()
     if attn_implementation is None:
         model = model_class(config)
     else:

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import hfrel
 from hfrel._errors import HfrelError
-from hfrel.cli import _methods, demo, evaluate, explain
+from hfrel.cli import _methods, app, demo, evaluate, explain
 
 # Each subcommand module, in the order `hfrel --help` lists them.
-SUBCOMMANDS = (demo, explain, evaluate, _methods)
+SUBCOMMANDS = (demo, explain, evaluate, app, _methods)
 
 
 class _Parser(argparse.ArgumentParser):

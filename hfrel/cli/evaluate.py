@@ -1,6 +1,7 @@
 """`hfrel evaluate`: score explanation methods on images with object masks, the paper's way.
 
-Writes DIR/report.json, DIR/report.md and DIR/perturbation.png (DIR from --out); prints the table.
+Writes DIR/report.json, DIR/report.md, DIR/report.html and DIR/perturbation.png (DIR from --out); prints
+the table.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "'shapes' / 'shapes-pairs': built-in synthetic scenes with one / two objects (--n items, default 200)",
     )
     parser.add_argument(
-        "--out", required=True, metavar="DIR", help="folder for report.json, report.md and perturbation.png"
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder for report.json, report.md, report.html and perturbation.png",
     )
     parser.add_argument(
         "--method",

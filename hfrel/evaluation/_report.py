@@ -1,4 +1,5 @@
-"""An evaluation report as files: report.json, a Markdown table, and the perturbation curves as a picture."""
+"""An evaluation report as files: report.json, a Markdown table, the perturbation curves as a picture, and
+report.html showing them all in a browser."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hfrel._errors import InputError
+from hfrel._html import report_page
 
 if TYPE_CHECKING:
     import matplotlib.figure
@@ -25,19 +27,22 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
+def description(report: dict[str, Any], code: str = "`") -> str:
+    """One line on what was measured: model, data, items, target, threshold, unperturbed accuracy."""
+    target = "the dataset label" if report["target"] == "label" else "the predicted class"
+    line = (
+        f"Model {code}{report['model']}{code} on {code}{report['data']}{code}: {report['n']} items; maps explain "
+        f"{target} (start_layer {report['start_layer']}); foreground above the map's {report['threshold']}. "
+        "All values in percent."
+    )
+    if report["unperturbed_accuracy"] is not None:
+        return line + f" Top-1 accuracy on the unperturbed images: {report['unperturbed_accuracy']:.2f}."
+    return line + f" Perturbation test {report['perturbation']}."
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     """The report as Markdown: a line on what was measured, one table row per method, and what was skipped."""
-    target = "the dataset label" if report["target"] == "label" else "the predicted class"
-    lines = [
-        f"Model `{report['model']}` on `{report['data']}`: {report['n']} items; maps explain {target} "
-        f"(start_layer {report['start_layer']}); foreground above the map's {report['threshold']}. "
-        "All values in percent.",
-        "",
-    ]
-    if report["unperturbed_accuracy"] is not None:
-        lines[0] += f" Top-1 accuracy on the unperturbed images: {report['unperturbed_accuracy']:.2f}."
-    else:
-        lines[0] += f" Perturbation test {report['perturbation']}."
+    lines = [description(report), ""]
     lines.append("| method | " + " | ".join(title for _, title in COLUMNS) + " |")
     lines.append("| --- |" + " ---: |" * len(COLUMNS))
     for method, values in report["methods"].items():
@@ -72,7 +77,8 @@ def perturbation_figure(report: dict[str, Any]) -> matplotlib.figure.Figure:
 
 
 def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
-    """Write `out/report.json`, `out/report.md` and (when the perturbation test ran) `out/perturbation.png`.
+    """Write `out/report.json`, `out/report.md`, `out/report.html` and (when the perturbation test ran)
+    `out/perturbation.png`.
 
     Everything is rendered in memory first, so a failure leaves no half-written report behind.
     """
@@ -87,6 +93,8 @@ def write_report(report: dict[str, Any], out: str | Path) -> list[Path]:
         picture = io.BytesIO()
         perturbation_figure(report).savefig(picture, format="png", dpi=120)
         contents["perturbation.png"] = picture.getvalue()
+    plot = "perturbation.png" if "perturbation.png" in contents else None
+    contents["report.html"] = report_page(report, COLUMNS, description(report, code=""), plot).encode()
     folder.mkdir(parents=True, exist_ok=True)
     stale = folder / "perturbation.png"
     if "perturbation.png" not in contents and stale.is_file():

@@ -127,20 +127,86 @@ DINOV2_REGISTERS = FamilySpec(
     notes="DINOv2 plus register tokens between CLS and the patches",
 )
 
-CLIP = FamilySpec(
-    name="clip",
-    model_types=("clip",),
-    classes=("CLIPForImageClassification",),
+VIT_MSN = FamilySpec(
+    name="vit-msn",
+    model_types=("vit_msn",),
+    classes=("ViTMSNForImageClassification",),
+    embeddings="vit.embeddings",
+    final_norm="vit.layernorm",
+    notes="ViT's architecture (MSN self-supervised pretraining); linear head on CLS",
+    **_VIT_ROLES,
+)
+
+IJEPA = FamilySpec(
+    name="ijepa",
+    model_types=("ijepa",),
+    classes=("IJepaForImageClassification",),
+    embeddings="ijepa.embeddings",
+    final_norm="ijepa.layernorm",
+    pooling="mean",
+    prefix_tokens=0,
+    notes="ViT blocks without a CLS token; head on the mean of all (patch) tokens",
+    **_VIT_ROLES,
+)
+
+# Roles of the CLIP-shaped vision towers (CLIP, MetaCLIP 2, SigLIP).
+_CLIP_ROLES = dict(
     vision_config="vision_config",
-    embeddings="vision_model.embeddings",
-    final_norm=None,
     attention="self_attn",
     query="self_attn.q_proj",
     key="self_attn.k_proj",
     value="self_attn.v_proj",
     out="self_attn.out_proj",
+)
+
+CLIP = FamilySpec(
+    name="clip",
+    model_types=("clip",),
+    classes=("CLIPForImageClassification",),
+    embeddings="vision_model.embeddings",
+    final_norm=None,
     pooling="mean",
     notes="the CLIP vision tower: pre-LayerNorm on the embeddings, quick-GELU, head on the mean of patch tokens",
+    **_CLIP_ROLES,
+)
+
+METACLIP_2 = FamilySpec(
+    name="metaclip-2",
+    model_types=("metaclip_2",),
+    classes=("MetaClip2ForImageClassification",),
+    embeddings="vision_model.embeddings",
+    final_norm=None,
+    pooling="mean",
+    notes="CLIP's vision tower (MetaCLIP 2 training); head on the mean of patch tokens",
+    **_CLIP_ROLES,
+)
+
+SIGLIP = FamilySpec(
+    name="siglip",
+    model_types=("siglip",),
+    classes=("SiglipForImageClassification",),
+    embeddings="vision_model.embeddings",
+    final_norm="vision_model.post_layernorm",
+    pooling="mean",
+    prefix_tokens=0,
+    notes="no CLS token; head on the mean of all tokens after the post-LayerNorm (the attention-pooling "
+    "probe of the vision tower is not read by this head)",
+    **_CLIP_ROLES,
+)
+
+SIGLIP2 = FamilySpec(
+    name="siglip2",
+    model_types=("siglip2",),
+    classes=("Siglip2ForImageClassification",),
+    embeddings="vision_model.embeddings",
+    final_norm="vision_model.post_layernorm",
+    pooling="mean",
+    prefix_tokens=0,
+    interpolation="always",
+    patch_layout="naflex",
+    notes="NaFlex: each image at its own aspect ratio, cut into patches by the processor and padded; no CLS "
+    "token; head on the mean of each image's real tokens",
+    **_CLIP_ROLES,
 )
 
 
@@ -290,6 +356,11 @@ BUILTIN_FAMILIES = (
     DINOV2,
     DINOV2_REGISTERS,
     CLIP,
+    VIT_MSN,
+    IJEPA,
+    METACLIP_2,
+    SIGLIP,
+    SIGLIP2,
     VIT_BACKBONE,
     DEIT_BACKBONE,
     BEIT_BACKBONE,

@@ -100,6 +100,10 @@ class FamilySpec:
     """Scores are cosine similarities of q and k (SwinV2), times a learned per-head scale."""
     embedding_norm: str | None = None
     """A norm between the patch convolution and the position add (Swin), read by the pixel rule."""
+    patch_layout: Literal["grid", "naflex"] = "grid"
+    """"grid": images (B, C, H, W) cut by a patch Conv2d; "naflex": already cut into patches, each image at
+    its own aspect ratio (pixel_values (B, P, C*p*p) flattened row by row as (py, px, c), embedded by a
+    Linear; `spatial_shapes` (B, 2) gives each image's patch grid, `pixel_attention_mask` its real patches)."""
     notes: str = field(default="", compare=False)
     """One line for the docs: what differs from plain ViT."""
 
@@ -154,7 +158,8 @@ class ResolvedModel:
     config: object
     blocks: list[Block]
     embeddings: nn.Module
-    patch_conv: nn.Conv2d
+    patch_embedding: nn.Conv2d | nn.Linear
+    """The patch embedding: a Conv2d over the image, or (NaFlex) a Linear over flattened patches."""
     final_norm: nn.Module | None
     heads: list[nn.Linear]
     pooling: Pooling
@@ -162,6 +167,7 @@ class ResolvedModel:
     num_heads: int
     patch_size: tuple[int, int]
     image_size: tuple[int, int]
+    """The size the model was trained at; (0, 0) for NaFlex models, which have none."""
     num_channels: int
     num_labels: int
     interpolation: Literal["flag", "always"] = "flag"
@@ -386,11 +392,22 @@ def resolve(spec: FamilySpec, model: nn.Module) -> ResolvedModel:
         _resolve_block(spec, b, f"{where} block {i}", _block_heads(b, spec, vision)) for i, b in enumerate(modules)
     ]
     embeddings = _need(model, spec.embeddings, nn.Module, "embeddings module", where)
-    convs = [m for m in embeddings.modules() if isinstance(m, nn.Conv2d)]
-    if len(convs) != 1:
+    kind = nn.Linear if spec.patch_layout == "naflex" else nn.Conv2d
+    found = [m for m in embeddings.modules() if isinstance(m, kind)]
+    if len(found) != 1:
         raise UnsupportedModelError(
-            f"{where}: expected one patch-embedding Conv2d in the embeddings, found {len(convs)}"
+            f"{where}: expected one patch-embedding {kind.__name__} in the embeddings, found {len(found)}"
         )
+    patch_embedding = found[0]
+    if isinstance(patch_embedding, nn.Conv2d):
+        patch_size, channels = _pair(patch_embedding.stride), int(patch_embedding.in_channels)
+    else:
+        patch_size, channels = _pair(vision.patch_size), int(vision.num_channels)
+        if patch_embedding.in_features != channels * patch_size[0] * patch_size[1]:
+            raise UnsupportedModelError(
+                f"{where}: the patch embedding takes {patch_embedding.in_features} values per patch, expected "
+                f"{channels} channels x {patch_size[0]} x {patch_size[1]} pixels"
+            )
     heads = [_need(model, h, nn.Linear, "classifier linear", where) for h in spec.heads]
     final_norm = _need(model, spec.final_norm, nn.Module, "final norm", where) if spec.final_norm else None
     pooling = spec.pooling(vision) if callable(spec.pooling) else spec.pooling
@@ -407,15 +424,15 @@ def resolve(spec: FamilySpec, model: nn.Module) -> ResolvedModel:
         config=vision,
         blocks=blocks,
         embeddings=embeddings,
-        patch_conv=convs[0],
+        patch_embedding=patch_embedding,
         final_norm=final_norm,
         heads=heads,
         pooling=pooling,
         prefix_tokens=int(prefix),
         num_heads=blocks[0].num_heads,
-        patch_size=_pair(convs[0].stride),
-        image_size=_pair(vision.image_size),
-        num_channels=int(convs[0].in_channels),
+        patch_size=patch_size,
+        image_size=_pair(getattr(vision, "image_size", 0)),
+        num_channels=channels,
         num_labels=int(num_labels),
         interpolation=interpolation,
         embedding_norm=_need(model, spec.embedding_norm, nn.Module, "embedding norm", where)

@@ -3,11 +3,12 @@
 Per image it writes, into `<out>/<name>/`, an overlay per (class, method), the paper's panel, the raw
 maps (maps.npz) and, last, record.json: the image's summary record plus a fingerprint of everything
 that determined those files, so a rerun reuses what is already done. `<out>/summary.json` is built
-from the records in any order and `<out>/index.json` says which process did what.
+from the records in any order, `<out>/index.json` says which process did what, and `<out>/index.html`
+(hfrel._html) shows every image's maps in a browser, rendered from summary.json alone.
 
 Launched as several processes (`accelerate launch`, `torchrun`), each process takes every N-th input
 (`items[rank::world]`), the records are gathered on the main process, and it alone writes
-summary.json and index.json: the same files as a one-process run.
+summary.json, index.json and index.html: the same files as a one-process run.
 
 The parts: `inputs` (files and rows -> images), `processes` (launchers, gathers, shared failures),
 `fingerprint` (what makes a result reusable), `records` (record/summary/index files), `writer`

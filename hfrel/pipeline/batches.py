@@ -15,6 +15,7 @@ import torch
 
 import hfrel
 from hfrel._errors import HfrelError, InputError
+from hfrel._html import write_index
 from hfrel._images import Problem, model_view
 from hfrel._options import check_start_layer
 from hfrel.pipeline.console import Console
@@ -88,6 +89,7 @@ def explain_items(
     if processes.main:
         write_summary(settings.out, summary)
         write_json(settings.out / INDEX, index)
+        write_index(settings.out)  # index.html, rendered from summary.json alone
     if explained == 0:
         raise InputError(f"none of the {inputs} inputs could be explained; see {settings.out / SUMMARY}")
     return Outcome(summary, index, inputs, index["reused"], processes)

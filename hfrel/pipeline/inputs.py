@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageOps
 
 from hfrel._errors import InputError, LabelError
+from hfrel._html import INDEX_PAGE
 from hfrel._images import DECODE_ERRORS, Problem, find_images, load_image, output_names, to_rgb
 from hfrel._labels import label_from_name
 from hfrel.pipeline.fingerprint import digest
@@ -182,7 +183,7 @@ def items_from(
             f"(to explain in-memory images, pass examples such as [{{'image': pil_image}}, ...])"
         )
     found, problems = find_images(paths)
-    names = output_names(found, [SUMMARY, INDEX])
+    names = output_names(found, [SUMMARY, INDEX, INDEX_PAGE])
     return [Item(i, name, FileSource(path)) for i, (path, name) in enumerate(zip(found, names, strict=True))], problems
 
 
