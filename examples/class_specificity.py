@@ -7,13 +7,20 @@ of class c is *class-specific* when its mean heat (`Explanation.heatmap`) on c's
 on the other object; the *pointing game* is won when the map's maximum lies on c's own object.
 Class-agnostic methods (rollout, attention) give both classes the same map, so exactly one of the
 two is "specific" per scene: they sit at 50% by construction. Prints a markdown table.
+
+    python examples/class_specificity.py --docs docs/results.md          # write the table into the docs
+    python examples/class_specificity.py --docs docs/results.md --check  # exit 1 if the docs' table differs
+
+The docs' table sits between the markers BEGIN and END below, so it is always this script's output.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import torch
 
@@ -21,6 +28,22 @@ import hfrel
 from hfrel.datasets import CLASS_NAMES, SceneDataset, load_demo_model, make_scenes
 from hfrel.datasets._demo_model import MEASUREMENT_SEED
 from hfrel.datasets._scores import heat_on_objects, pointing_hits
+
+BEGIN = "<!-- class-specificity table: written by `python examples/class_specificity.py --docs docs/results.md` -->"
+END = "<!-- end of the class-specificity table -->"
+
+
+def update_docs(path: Path, table: list[str], check: bool) -> bool:
+    """Put `table` between the markers in `path` (or, with `check`, only say whether it is there already)."""
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{path} has no class-specificity markers ({BEGIN} ... {END})")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    updated = head + BEGIN + "\n" + "\n".join(table) + "\n" + END + tail
+    if not check:
+        path.write_text(updated)
+    return updated == text
 
 
 @torch.no_grad()
@@ -64,6 +87,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=MEASUREMENT_SEED)
     parser.add_argument("--model", default=None, help="a model folder (default: the bundled demo model)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--docs", type=Path, help="write the table between the markers of this markdown file")
+    parser.add_argument("--check", action="store_true", help="with --docs: only check, exit 1 if it differs")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -105,14 +130,22 @@ def main() -> None:
         f"{len(scenes)} two-object scenes (seed {args.seed}), {2 * len(scenes)} maps per method; "
         f"both objects' classes are the model's top two in {torch.cat(top_two).float().mean():.1%} of scenes\n"
     )
-    print("| method | class-specific | pointing game | mean heat, own object | mean heat, other object |")
-    print("| --- | --- | --- | --- | --- |")
+    table = [
+        "| method | class-specific | pointing game | mean heat, own object | mean heat, other object |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name in names:
         rate = torch.cat(specific[name]).float().mean()
         hits = torch.cat(pointing[name]).float().mean()
         own = torch.cat(own_heat[name]).mean()
         other = torch.cat(other_heat[name]).mean()
-        print(f"| `{name}` | {rate:.1%} | {hits:.1%} | {own:.3f} | {other:.3f} |")
+        table.append(f"| `{name}` | {rate:.1%} | {hits:.1%} | {own:.3f} | {other:.3f} |")
+    print("\n".join(table))
+    if args.docs is not None and not update_docs(args.docs, table, args.check):
+        if args.check:
+            print(f"{args.docs}: the class-specificity table differs from this measurement", file=sys.stderr)
+            sys.exit(1)
+        print(f"wrote the table into {args.docs}")
     first = torch.cat(first_class)
     print("\nclass-specific, split by the class the model ranks first of the two and the one it ranks second:\n")
     print("| method | first class | second class |")

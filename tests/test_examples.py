@@ -36,6 +36,12 @@ def test_trainer_callback_example(tmp_path):
         assert image.height > image.width  # four rows of scenes
 
 
+def test_the_class_specificity_table_in_the_docs_is_what_the_script_measures():
+    """docs/results.md's table is this script's output (written with --docs), so it cannot drift."""
+    done = _run("class_specificity.py", "--docs", str(ROOT / "docs" / "results.md"), "--check")
+    assert done.returncode == 0, done.stderr + done.stdout
+
+
 def test_train_zero_shot_model_example_writes_the_bundled_layout(tmp_path):
     """Two steps only: the script runs offline and writes a CLIP folder with the same tokenizer as the bundled one."""
     from hfrel.datasets import zero_shot_model_path
