@@ -282,11 +282,12 @@ def build_app(explorer: Explorer, examples: Sequence[Path] = ()) -> gradio.Block
 
     with gr.Blocks(title="hfrel explorer", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         what = "an image–text model" if explorer.prompted else f"{explorer.num_labels} classes"
-        asked, unit = ("write prompts", "prompt") if explorer.prompted else ("choose classes", "class")
+        asked = "write prompts and choose methods" if explorer.prompted else "choose classes and methods"
+        unit = "prompt" if explorer.prompted else "class"
         gr.Markdown(
             f"## hfrel explorer\nModel `{explorer.model_text}` ({what}, {explorer.num_layers} blocks). Upload an "
-            f"image, {asked} and methods: one relevance map per {unit} and method (Chefer, Gur & Wolf, CVPR 2021, "
-            "and its baselines)."
+            f"image, {asked}: one relevance map per {unit} and method (Chefer, Gur & Wolf, CVPR 2021, and its "
+            "baselines)."
         )
         with gr.Row():
             with gr.Column(scale=2, min_width=300):
@@ -337,9 +338,14 @@ def build_app(explorer: Explorer, examples: Sequence[Path] = ()) -> gradio.Block
                     view = gr.Image(
                         label="as the model sees it", format="png", height=230, elem_id="hfrel-view", scale=1
                     )
-                    top = gr.Label(num_top_classes=TOP_K, label="top classes", elem_id="hfrel-top", scale=1)
+                    top = gr.Label(
+                        num_top_classes=TOP_K,
+                        label="top prompts" if explorer.prompted else "top classes",
+                        elem_id="hfrel-top",
+                        scale=1,
+                    )
                 overlays = gr.Gallery(
-                    label="maps: one per class and method",
+                    label=f"maps: one per {unit} and method",
                     columns=4,
                     height=250,
                     object_fit="contain",
