@@ -33,6 +33,23 @@ def parity_model():
 
 
 @pytest.fixture
+def softmax_in_float64(monkeypatch):
+    """Softmax that keeps a float64 input in float64 when asked for float32.
+
+    transformers' eager attention computes the softmax in float32 even for a float64 model; float64
+    comparisons (the parity case's README recipe) need the whole computation in float64.
+    """
+    softmax = torch.nn.functional.softmax
+
+    def keeping_float64(input, dim=None, _stacklevel=3, dtype=None):
+        if dtype == torch.float32 and input.dtype == torch.float64:
+            dtype = torch.float64
+        return softmax(input, dim=dim, _stacklevel=_stacklevel, dtype=dtype)
+
+    monkeypatch.setattr(torch.nn.functional, "softmax", keeping_float64)
+
+
+@pytest.fixture
 def vit():
     return tiny.build("vit")
 

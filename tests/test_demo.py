@@ -63,7 +63,7 @@ def test_demo_with_chosen_methods(tmp_path, capsys):
 def test_demo_rejects_bad_options_before_loading_anything(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "x"), "--method", "transformer_atribution"]) == 2
     error = capsys.readouterr().err
-    assert "unknown method 'transformer_atribution'; choose from: transformer_attribution" in error
+    assert "unknown method 'transformer_atribution'; hfrel's methods are: transformer_attribution" in error
     assert main(["demo", "--out", str(tmp_path / "x"), "--scenes", "0"]) == 2
     assert "--scenes must be between 1 and 32, got 0" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

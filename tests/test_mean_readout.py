@@ -40,25 +40,12 @@ def pixels():
     return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.fixture
-def float64_softmax(monkeypatch):
-    """transformers computes the softmax in float32 even for float64 models; keep float64 here."""
-    softmax = torch.nn.functional.softmax
-
-    def wide(input, dim=None, _stacklevel=3, dtype=None):
-        if dtype == torch.float32 and input.dtype == torch.float64:
-            dtype = torch.float64
-        return softmax(input, dim=dim, dtype=dtype)
-
-    monkeypatch.setattr(torch.nn.functional, "softmax", wide)
-
-
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     return ((got.double() - expected.double()).abs().max() / expected.double().abs().max()).item()
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_class_specific_part_survives_float32(name, pixels, float64_softmax):
+def test_class_specific_part_survives_float32(name, pixels, softmax_in_float64):
     model = MODELS[name]()
     with hfrel.attach(model) as explainer:
         first = explainer.explain(pixels, 0, method=ROLLOUTS)
@@ -108,7 +95,7 @@ def test_rollout_product_keeps_tiny_contributions(pooling):
     assert relative_error(got, expected) < 1e-5
 
 
-def test_generic_attention_equals_a_float64_product_of_full_matrices(pixels, float64_softmax):
+def test_generic_attention_equals_a_float64_product_of_full_matrices(pixels, softmax_in_float64):
     """Independent: eager attention, output_attentions, autograd, the ICCV update R <- R + C_l R."""
     model = _beit_mean()
     label = 2

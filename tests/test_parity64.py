@@ -38,19 +38,6 @@ def model64():
     return ViTForImageClassification.from_pretrained(PARITY).double().eval()
 
 
-@pytest.fixture
-def softmax_in_float64(monkeypatch):
-    """Softmax that keeps a float64 input in float64 when asked for float32 (the README's recipe)."""
-    softmax = torch.nn.functional.softmax
-
-    def keeping_float64(input, dim=None, _stacklevel=3, dtype=None):
-        if dtype == torch.float32 and input.dtype == torch.float64:
-            dtype = torch.float64
-        return softmax(input, dim=dim, _stacklevel=_stacklevel, dtype=dtype)
-
-    monkeypatch.setattr(torch.nn.functional, "softmax", keeping_float64)
-
-
 def _inputs(case64: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(case64["pixel_values"]).double(), torch.from_numpy(case64["labels"])
 

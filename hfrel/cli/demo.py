@@ -18,8 +18,9 @@ from transformers.utils import logging as transformers_logging
 
 import hfrel
 from hfrel import viz
-from hfrel._errors import InputError, MethodError
+from hfrel._errors import InputError
 from hfrel._methods import METHODS
+from hfrel._options import method_names
 from hfrel.datasets import CLASS_NAMES, SceneDataset, load_demo_model, make_scenes
 from hfrel.datasets._demo_model import DEMO_SEED
 from hfrel.datasets._scores import heat_on_objects
@@ -60,17 +61,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _check(methods: list[str], scenes: int, seed: int | None, out: Path) -> list[str]:
     """Refuse bad options before loading anything; returns the methods, each once, in the order given."""
-    known = hfrel.methods()
-    unknown = [name for name in methods if name not in known]
-    if unknown:
-        raise MethodError(f"unknown method {unknown[0]!r}; choose from: {', '.join(known)}")
+    chosen = method_names(methods, option="--method")
     if not 1 <= scenes <= MAX_SCENES:
         raise InputError(f"--scenes must be between 1 and {MAX_SCENES}, got {scenes}")
     if seed is not None and seed < 0:
         raise InputError(f"--seed must be a non-negative integer, got {seed}")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a folder")
-    return list(dict.fromkeys(methods))
+    return list(chosen)
 
 
 def run(args: argparse.Namespace) -> int:
