@@ -2,6 +2,7 @@
 
     python benchmarks/run.py                 # DeiT-small and ViT-Base shapes, batches 1, 8, 32 (long on CPU)
     python benchmarks/run.py --quick         # DeiT-small shape, batch 8: the numbers the targets are about
+    python benchmarks/run.py --shapes swin-tiny --batches 8   # Swin-T shape (windows, merges)
 
 Everything is measured side by side in one process, interleaved round by round, and the median of
 the rounds is reported, so a busy machine slows every column alike. Baselines are the model as the
@@ -25,22 +26,38 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from transformers import DeiTConfig, DeiTForImageClassification, ViTConfig, ViTForImageClassification
+from transformers import (
+    DeiTConfig,
+    DeiTForImageClassification,
+    SwinConfig,
+    SwinForImageClassification,
+    ViTConfig,
+    ViTForImageClassification,
+)
 
 import hfrel
 
 SHAPES = {
     "deit-small": (DeiTForImageClassification, DeiTConfig, dict(hidden_size=384, num_attention_heads=6)),
     "vit-base": (ViTForImageClassification, ViTConfig, dict(hidden_size=768, num_attention_heads=12)),
+    # Swin-T: 224 px, 4 px patches, 7x7 windows, stages of 2-2-6-2 blocks, 96 channels doubling per stage
+    "swin-tiny": (
+        SwinForImageClassification,
+        SwinConfig,
+        dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7, patch_size=4),
+    ),
 }
 BASELINES = ("forward", "forward+backward")
 MULTI_CLASS = 4  # classes per image for the "several classes in one call" measurement
 
 
 def build(shape: str, device: torch.device) -> torch.nn.Module:
-    """Random weights in the shape of the named model: 224 px, 16 px patches, 12 blocks, 1000 classes."""
+    """Random weights in the shape of the named model: 224 px, 16 px patches, 12 blocks, 1000 classes
+    (Swin-T: its own stages, windows and patches)."""
     model_class, config_class, size = SHAPES[shape]
     torch.manual_seed(0)
+    if config_class is SwinConfig:
+        return model_class(config_class(**size, image_size=224, num_labels=1000)).to(device).eval()
     config = config_class(
         **size,
         num_hidden_layers=12,
@@ -92,7 +109,9 @@ def operations(model: torch.nn.Module, explainer_of: Callable, pixels: torch.Ten
     return ops
 
 
-def measure_times(shape: str, batch: int, methods: list[str], repeats: int, device: torch.device) -> dict:
+def measure_times(
+    shape: str, batch: int, methods: list[str], repeats: int, device: torch.device, multi_cells: bool = True
+) -> dict:
     model = build(shape, device)
     pixels = inputs(batch, device)
     labels = torch.arange(batch * MULTI_CLASS).reshape(batch, MULTI_CLASS) % 1000
@@ -118,7 +137,7 @@ def measure_times(shape: str, batch: int, methods: list[str], repeats: int, devi
     }
     samples: dict[str, list[float]] = {}
     for round_index in range(repeats + 1):  # round 0 warms up and is not counted
-        for name, op in {**ops, **(multi if batch == 8 else {})}.items():
+        for name, op in {**ops, **(multi if batch == 8 and multi_cells else {})}.items():
             if name in BASELINES:
                 plain()
             seconds = timed(op, device)
@@ -202,6 +221,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="counted rounds per cell (median reported)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--no-multi", action="store_true", help="skip the several-classes / all-methods cells")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     if args.quick:
@@ -224,13 +244,15 @@ def main() -> None:
         for batch in map(int, args.batches.split(",")):
             repeats = args.repeats if batch <= 8 else max(2, args.repeats // 2)
             started = time.perf_counter()
-            cell = {"seconds": measure_times(shape, batch, methods, repeats, device)}
+            cell = {"seconds": measure_times(shape, batch, methods, repeats, device, not args.no_multi)}
             if not args.no_memory:
                 cell["memory_bytes"] = {op: measure_memory(shape, batch, op, device) for op in [*BASELINES, *methods]}
             results["cells"].setdefault(shape, {})[str(batch)] = cell
             print(f"{shape} batch {batch}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{'quick' if args.quick else 'full'}-{device.type}"
+    if args.shapes == "swin-tiny":
+        stem = f"swin-{device.type}"
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     markdown = table(results, device)
     (args.out / f"{stem}.md").write_text(markdown.lstrip() + "\n")

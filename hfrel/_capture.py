@@ -21,6 +21,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from hfrel._layout import TokenLayout
 from hfrel.models._spec import ResolvedModel
+from hfrel.models._swin import MergeLayout, WindowLayout
 
 ATTENTION_NAME = "hfrel_capture"
 
@@ -83,12 +84,24 @@ class LayerRecord:
     mlp_h: torch.Tensor | None = None  # input of the second MLP linear
     mlp_out: torch.Tensor | None = None  # its output
     y: torch.Tensor | None = None  # output of the block
+    attn_branch: torch.Tensor | None = None  # post-norm blocks: the attention branch after its norm (B, N, D)
+    mlp_branch: torch.Tensor | None = None  # post-norm blocks: the MLP branch after its norm
+    grid: tuple[int, int] | None = None  # windowed blocks: the (height, width) token grid of the input
+    layout: WindowLayout | None = None  # windowed blocks: window <-> raster map; None: attention over all tokens
 
     def release(self) -> None:
-        """Drop every activation but A_l, so a relevance pass can free each block as it leaves it."""
-        for name in (f.name for f in fields(self) if f.name != "probs"):
+        """Drop every activation but A_l (and its layout), so a relevance pass can free each block as it leaves it."""
+        for name in (f.name for f in fields(self) if f.name not in ("probs", "grid", "layout")):
             setattr(self, name, None)
         self.projections = {}
+
+
+@dataclass
+class MergeRecord:
+    """What one patch merge between stages left: its index map and the input of its reduction linear."""
+
+    layout: MergeLayout
+    reduction_in: torch.Tensor | None = None  # (B, N_{s+1}, 4D)
 
 
 @dataclass
@@ -102,6 +115,8 @@ class Tape:
     embedded: torch.Tensor | None = None  # token sequence with positions added (B, N, D)
     pooled_from: torch.Tensor | None = None  # the sequence the head pools (B, N, D)
     head_in: list[torch.Tensor] = field(default_factory=list)  # input of each classifier linear
+    patch_tokens: torch.Tensor | None = None  # output of a norm between patch conv and position add (B, P, D)
+    merges: dict[int, MergeRecord] = field(default_factory=dict)  # by the index of the first block after
     layout: TokenLayout | None = None  # where each image's patch tokens sit (set by the explainer)
 
 
@@ -143,11 +158,19 @@ class Recorder:
             self._hook(undo, block.out, self._on_out(index))
             self._hook(undo, block.mlp_in, self._on_mlp_in(index))
             self._hook(undo, block.mlp_out, self._on_mlp_out(index))
+            if block.branch_norms is not None:
+                self._hook(undo, block.branch_norms[0], self._on_branch_norm(index, "attn_branch"))
+                self._hook(undo, block.branch_norms[1], self._on_branch_norm(index, "mlp_branch"))
             if eager:
                 self._hook(undo, block.probs_tap, self._on_probs(index), pre=True)  # type: ignore[arg-type]
             else:
                 _ATTENTION_SINKS[block.attention] = (weakref.ref(self), index)
                 undo.append(lambda module=block.attention: _ATTENTION_SINKS.pop(module, None))
+        for index, merge in resolved.merges.items():
+            self._hook(undo, merge.module, self._on_merge(index), pre=True)
+            self._hook(undo, merge.reduction, self._on_reduction(index))
+        if resolved.embedding_norm is not None:
+            self._hook(undo, resolved.embedding_norm, self._on_embedding_norm)
         self._hook(undo, resolved.patch_embedding, self._on_patch)
         self._hook(undo, resolved.embeddings, self._on_embeddings)
         if resolved.final_norm is not None:
@@ -168,7 +191,12 @@ class Recorder:
         return tape.layers[index] if tape is not None and tape.activations else None
 
     def _on_block(self, index: int) -> Callable:
+        windowed = self._resolved.spec.windows is not None
+
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if windowed and self.tape is not None:
+                grid = args[1] if len(args) > 1 else kwargs["input_dimensions"]
+                self.tape.layers[index].grid = (int(grid[0]), int(grid[1]))
             if (record := self._layer(index)) is not None:
                 record.x = _first(args, kwargs, "hidden_states")
 
@@ -177,8 +205,12 @@ class Recorder:
     def _on_block_out(self, index: int) -> Callable:
         last = index == len(self._resolved.blocks) - 1
         no_final_norm = self._resolved.final_norm is None
+        windows = self._resolved.spec.windows
 
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+            if windows is not None and self.tape is not None:
+                record = self.tape.layers[index]
+                record.layout = windows(module, record.grid)  # type: ignore[arg-type]  # as the block ran it
             if (record := self._layer(index)) is not None:
                 record.y = _tensor(output)
                 if last and no_final_norm:
@@ -187,7 +219,7 @@ class Recorder:
         return hook
 
     def _on_query(self, index: int, eager: bool) -> Callable:
-        heads = self._resolved.num_heads
+        heads = self._resolved.blocks[index].num_heads
 
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
             if (record := self._layer(index)) is not None:
@@ -199,7 +231,7 @@ class Recorder:
         return hook
 
     def _on_projection(self, index: int, which: str, eager: bool) -> Callable:
-        heads = self._resolved.num_heads
+        heads = self._resolved.blocks[index].num_heads
 
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
             if (record := self._layer(index)) is not None:
@@ -248,6 +280,32 @@ class Recorder:
                 record.mlp_out = output
 
         return hook
+
+    def _on_branch_norm(self, index: int, which: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+            if (record := self._layer(index)) is not None:
+                setattr(record, which, output)
+
+        return hook
+
+    def _on_merge(self, index: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if self.tape is not None:
+                grid = args[1] if len(args) > 1 else kwargs["input_dimensions"]
+                self.tape.merges[index] = MergeRecord(MergeLayout(int(grid[0]), int(grid[1])))
+
+        return hook
+
+    def _on_reduction(self, index: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+            if self.tape is not None and self.tape.activations and index in self.tape.merges:
+                self.tape.merges[index].reduction_in = _first(args, kwargs, "input")
+
+        return hook
+
+    def _on_embedding_norm(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+        if self.tape is not None and self.tape.activations:
+            self.tape.patch_tokens = _tensor(output)
 
     def _on_patch(self, module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
         if self.tape is not None:

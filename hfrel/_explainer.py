@@ -22,7 +22,7 @@ from torch.profiler import record_function
 
 from hfrel._capture import ATTENTION_NAME, Recorder, Tape
 from hfrel._errors import AttachError, ContextError, InputError, LabelError, UnsupportedModelError
-from hfrel._explanation import Explanation, to_heatmap
+from hfrel._explanation import Explanation, normalise, to_heatmap, upsample
 from hfrel._layout import TokenLayout
 from hfrel._lrp import Relevance, Start, head_start, hidden_relevance, propagate, widen
 from hfrel._methods import METHODS, Evidence, Method
@@ -270,14 +270,21 @@ class Explainer:
         return results[names[0]] if isinstance(method, str) else results
 
     def attention_maps(self, pixel_values: torch.Tensor, **model_kwargs: Any) -> list[torch.Tensor]:
-        """The attention probabilities A_l of every block, (B, H, N, N) each, as the model computes them."""
+        """The attention probabilities A_l of every block, (B, H, N, N) each, as the model computes them.
+
+        Windowed blocks (Swin): each window's probabilities placed in the stage's N x N matrix, tokens in
+        raster order, zero between tokens of different windows (shift and padding undone).
+        """
         self._check_attached()
         pixel_values, model_kwargs = self._check_inputs(pixel_values, model_kwargs)
         with self._eval_mode(), torch.no_grad():
             tape = self._recorder.new_tape(activations=False)
             self._model(pixel_values=pixel_values, **model_kwargs)
             self._check_tape(tape)
-            return [record.probs.detach() for record in tape.layers]
+            return [
+                record.probs.detach() if record.layout is None else record.layout.embed(record.probs.detach())
+                for record in tape.layers
+            ]
 
     def _check_inputs(self, pixel_values: object, model_kwargs: dict) -> tuple[torch.Tensor, dict]:
         resolved = self._resolved
@@ -317,7 +324,7 @@ class Explainer:
         if height < patch_h or width < patch_w:
             raise InputError(f"images of {height}x{width} pixels are smaller than one {patch_h}x{patch_w} patch.")
         kwargs = dict(model_kwargs)
-        if resolved.spec.interpolation == "always":
+        if resolved.interpolation == "always":
             kwargs.pop("interpolate_pos_encoding", None)  # the model interpolates position embeddings itself
         elif (height, width) != resolved.image_size and not kwargs.get("interpolate_pos_encoding"):
             raise InputError(
@@ -429,6 +436,8 @@ class Explainer:
             if m.rules is None:
                 continue
             depth = start_layer if m.relevance_to == "from_start" else last
+            if resolved.merges:  # rows reach the first stage through the merges' relevance shares: walk that far
+                depth = min(depth, min(resolved.merges))
             old_depth, old_pixels = rule_depths.get(m.rules, (last, False))
             rule_depths[m.rules] = (min(depth, old_depth), old_pixels or m.relevance_to == "pixels")
 
@@ -474,6 +483,8 @@ class Explainer:
                 patch_weights=self._patch_weights(tape),
                 start_layer=start_layer,
                 targets=target.count,
+                layouts=[record.layout for record in tape.layers],
+                merges={index: merge.layout for index, merge in tape.merges.items()},
             )
             logits = logits.detach()
             with record_function("hfrel.maps"):
@@ -546,8 +557,13 @@ class Explainer:
         """(B, N) weight of each token row in each image's map: the rows the head reads."""
         resolved = self._resolved
         probs = tape.layers[-1].probs
-        batch, tokens = probs.shape[0], probs.shape[-1]
-        columns = self._patch_columns(tape)
+        windows = tape.layers[-1].layout  # windowed blocks (Swin): the last stage's tokens, not a window's
+        if windows is not None:
+            batch, tokens = probs.shape[0] // windows.windows, windows.tokens
+            columns = slice(resolved.prefix_tokens, tokens)
+        else:
+            batch, tokens = probs.shape[0], probs.shape[-1]
+            columns = self._patch_columns(tape)
         mean = torch.zeros(batch, tokens, dtype=torch.float32)
         weights = self._patch_weights(tape)
         if weights is None:
@@ -578,8 +594,11 @@ class Explainer:
         raw = method.compute(evidence)  # (T, B, P) or (T, B, H, W) for pixel methods
         layout: TokenLayout = tape.layout  # type: ignore[assignment]
         pixel_map = raw.dim() == 4
+        height, width = pixel_values.shape[-2:]
         if not pixel_map:
             raw = layout.tokens_to_grid(raw)
+        elif not layout.per_image:
+            raw = raw[..., :height, :width]  # pixels the model padded (Swin) are not the image's
         raw = raw.to(logits.device).transpose(0, 1)  # (B, T, ...)
         sizes = heatmap_sizes = None
         if layout.per_image:  # NaFlex: each image on its own grid, padding 0
@@ -588,7 +607,13 @@ class Explainer:
             heatmap_sizes = layout.sizes * patch  # type: ignore[operator]
             sizes = heatmap_sizes if pixel_map else layout.sizes
         else:
-            heatmap = to_heatmap(raw, tuple(pixel_values.shape[-2:]))
+            patch_h, patch_w = self._resolved.patch_size
+            padded = (layout.grid[0] * patch_h, layout.grid[1] * patch_w)
+            if not pixel_map and padded[0] >= height and padded[1] >= width and padded != (height, width):
+                # the model padded the image to whole patches: upsample the patch grid, then crop to the image
+                heatmap = normalise(upsample(raw.float(), padded)[..., :height, :width])
+            else:
+                heatmap = to_heatmap(raw, (height, width))
         labels = target.labels
         if not target.many:
             raw, heatmap, labels = raw[:, 0], heatmap[:, 0], labels[:, 0]

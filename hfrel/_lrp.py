@@ -20,8 +20,8 @@ from accelerate.utils import align_module_device, has_offloaded_params
 from torch import nn
 from torch.nn import functional as F
 
-from hfrel._capture import LayerRecord, Tape
-from hfrel.models._spec import Block, ResolvedModel
+from hfrel._capture import LayerRecord, MergeRecord, Tape
+from hfrel.models._spec import Block, Merge, ResolvedModel
 
 Rules = Literal["cvpr", "classic"]
 EPS = 1e-9
@@ -211,6 +211,8 @@ class Relevance:
     attention: dict[int, torch.Tensor]  # block index -> R_A (T, B, H, N, N), after halving
     pixels: torch.Tensor | None = None  # (T, B, H, W), summed over channels
     totals: dict[int, torch.Tensor] | None = None  # block index -> total relevance of its input (T, B)
+    merges: dict[int, torch.Tensor] | None = None
+    """Hierarchical models: index of the first block after a merge -> relevance of each merge source (T, B, N_s)."""
 
 
 def _head_relevance(resolved: ResolvedModel, tape: Tape, onehot: torch.Tensor, rules: Rules) -> torch.Tensor:
@@ -293,15 +295,31 @@ def _block_relevance(
     record: LayerRecord,
     relevance: torch.Tensor,
     rules: Rules,
-    num_heads: int,
     need_input: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One block backwards: returns R_A (after halving) and, if `need_input`, the relevance of the block input."""
+    """One block backwards: returns R_A (after halving) and, if `need_input`, the relevance of the block input.
+
+    Residual stream, norms and MLP live in the stage's raster token order; the attention (q/k/v, A, the
+    output linear) in the block's window order where `record.layout` says so. Window partition, shift
+    and padding are a permutation (plus zeros), so relevance moves with the tokens between the two.
+    """
+    layout = record.layout
+
+    def to_tokens(t: torch.Tensor) -> torch.Tensor:
+        return t if layout is None else layout.to_tokens(t)
+
+    def to_windows(t: torch.Tensor) -> torch.Tensor:
+        return t if layout is None else layout.to_windows(t)
+
     x = widen(record.x)
     relevance = relevance.to(x.device)
     scale_attn, scale_mlp = block.scales()
-    mid = x + _scaled(widen(record.out_out), scale_attn)  # the stream between the two residual adds
-    mlp_branch = _scaled(widen(record.mlp_out), scale_mlp)
+    if block.branch_norms is not None:  # post-norm: each branch ends in a norm, which passes relevance
+        attn_branch, mlp_branch = widen(record.attn_branch), widen(record.mlp_branch)
+    else:
+        attn_branch = _scaled(to_tokens(widen(record.out_out)), scale_attn)
+        mlp_branch = _scaled(widen(record.mlp_out), scale_mlp)
+    mid = x + attn_branch  # the stream between the two residual adds
 
     # MLP half: residual add, second linear, activation (passes), first linear(s), norm (passes), fork.
     r_mlp, r_mid_skip = residual_rule(mlp_branch, mid, relevance, rules)
@@ -321,18 +339,20 @@ def _block_relevance(
     r_mid = fork_rule(mid, r_mid_skip, r_mlp_in)
 
     # Attention half: residual add, output linear, A v, (softmax passes) q k^T, q/k/v linears, fork.
-    attn_branch = _scaled(widen(record.out_out), scale_attn)
     r_attn, r_x_skip = residual_rule(attn_branch, x, r_mid, rules)
+    r_attn = to_windows(r_attn)
     r_context = linear_rule(record.out_in, block.out.weight, r_attn, rules, _forward_product(record.out_out, block.out))
     _b, n, _ = r_context.shape[-3:]
-    r_context = r_context.reshape(*r_context.shape[:-1], num_heads, -1).transpose(-3, -2)
+    r_context = r_context.reshape(*r_context.shape[:-1], block.num_heads, -1).transpose(-3, -2)
     probs, v = widen(record.probs.detach()), widen(record.v)
     # A_l v is the output linear's input, heads side by side: read it back rather than keep a copy
-    context = widen(record.out_in).reshape(*record.out_in.shape[:-1], num_heads, -1).transpose(-3, -2)
+    context = widen(record.out_in).reshape(*record.out_in.shape[:-1], block.num_heads, -1).transpose(-3, -2)
     r_probs, r_v = matmul_rule(probs, v, context, r_context)
     if not need_input:
         return r_probs, None
     q, k = widen(record.q), widen(record.k)
+    if block.cosine_scores:  # S = scale * q^ k^T: the normalisations pass relevance, like the norms
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
     r_q, r_k = matmul_rule(q, k.transpose(-1, -2), q @ k.transpose(-1, -2), r_probs)
     r_k = r_k.transpose(-1, -2)
     r_qkv = torch.cat([t.transpose(-3, -2).reshape(*t.shape[:-3], n, -1) for t in (r_q, r_k, r_v)], dim=-1)
@@ -341,8 +361,15 @@ def _block_relevance(
     if len(record.projections) == 3:
         outputs = torch.cat([record.projections[name] for name in "qkv"], dim=-1)
         product = _forward_product(outputs, block.query, block.key, block.value)
-    r_attn_in = linear_rule(record.attn_in, weight, r_qkv, rules, product)
+    r_attn_in = to_tokens(linear_rule(record.attn_in, weight, r_qkv, rules, product))
     return r_probs, fork_rule(x, r_x_skip, r_attn_in)
+
+
+def _merge_relevance(merge: Merge, record: MergeRecord, relevance: torch.Tensor, rules: Rules) -> torch.Tensor:
+    """A patch merge backwards: its norm passes, the reduction linear's rule, then each 2x2 source takes
+    its chunk of the concatenated features. (..., B, N_{s+1}, 2D) -> (..., B, N_s, D)."""
+    r_cat = linear_rule(record.reduction_in, merge.reduction.weight, relevance, rules)
+    return record.layout.split(r_cat)
 
 
 def _pixel_relevance(resolved: ResolvedModel, tape: Tape, relevance: torch.Tensor) -> torch.Tensor:
@@ -351,7 +378,9 @@ def _pixel_relevance(resolved: ResolvedModel, tape: Tape, relevance: torch.Tenso
         return _naflex_pixel_relevance(resolved, tape, relevance)
     patch_out = tape.patch_out
     _b, d, gh, gw = patch_out.shape
-    tokens = widen(patch_out).flatten(2).transpose(1, 2)  # (B, P, D), before positions are added
+    # (B, P, D) before positions are added: the convolution's output, or the norm's after it (which passes)
+    source = tape.patch_tokens if tape.patch_tokens is not None else patch_out.flatten(2).transpose(1, 2)
+    tokens = widen(source)
     embedded = widen(tape.embedded)
     prefix = resolved.prefix_tokens
     r_tokens = relevance.to(embedded.device)[..., prefix : prefix + gh * gw, :]
@@ -412,21 +441,25 @@ def propagate(
         relevance = start(rules)
         attention: dict[int, torch.Tensor] = {}
         totals: dict[int, torch.Tensor] = {}
+        merges: dict[int, torch.Tensor] = {}
         last = 0 if to_pixels else down_to
         for index in range(len(resolved.blocks) - 1, last - 1, -1):
-            need_input = index > last or to_pixels
+            merge = resolved.merges.get(index)  # a patch merge below this block: the walk goes through it
+            need_input = index > last or to_pixels or merge is not None
             block = resolved.blocks[index]
             with weights.loaded(block.module):
-                r_probs, relevance = _block_relevance(
-                    block, tape.layers[index], relevance, rules, resolved.num_heads, need_input
-                )
+                r_probs, relevance = _block_relevance(block, tape.layers[index], relevance, rules, need_input)
             if release:
                 tape.layers[index].release()
             attention[index] = r_probs
             if relevance is not None:
                 totals[index] = relevance.sum(dim=(-2, -1))
+            if merge is not None:
+                with weights.loaded(merge.module):
+                    relevance = _merge_relevance(merge, tape.merges[index], relevance, rules)
+                merges[index] = relevance.sum(dim=-1)
         pixels = None
         if to_pixels:
             with weights.loaded(resolved.patch_embedding):
                 pixels = _pixel_relevance(resolved, tape, relevance)
-    return Relevance(attention=attention, pixels=pixels, totals=totals)
+    return Relevance(attention=attention, pixels=pixels, totals=totals, merges=merges)

@@ -99,10 +99,48 @@ def test_gradient_methods_refuse_inference_mode_and_the_others_run(explainer, im
 
 
 def test_unsupported_model_type_names_it_and_lists_supported():
-    config = tf.SwinConfig(embed_dim=16, depths=[1, 1], num_heads=[1, 1], image_size=32, patch_size=4, window_size=2)
-    model = tf.SwinForImageClassification(config)
-    with pytest.raises(hfrel.UnsupportedModelError, match=r"model_type 'swin'.*hierarchical.*Supported: .*vit: "):
+    config = tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3)
+    model = tf.ResNetForImageClassification(config)
+    with pytest.raises(hfrel.UnsupportedModelError, match=r"model_type 'resnet'.*CNNs.*Supported: .*swin: .*vit: "):
         hfrel.attach(model)
+
+
+def _pvt() -> torch.nn.Module:
+    config = tf.PvtConfig(
+        num_encoder_blocks=1,
+        depths=[1],
+        sequence_reduction_ratios=[1],
+        hidden_sizes=[16],
+        patch_sizes=[4],
+        strides=[4],
+        num_attention_heads=[1],
+        mlp_ratios=[2],
+        image_size=32,
+        num_labels=3,
+    )
+    return tf.PvtForImageClassification(config)
+
+
+def _hiera() -> torch.nn.Module:
+    config = tf.HieraConfig(
+        embed_dim=8,
+        depths=[1, 1],
+        num_heads=[1, 1],
+        image_size=[32, 32],
+        patch_size=[3, 3],
+        patch_stride=[2, 2],
+        patch_padding=[1, 1],
+        masked_unit_size=[2, 2],
+        query_stride=[2, 2],
+        num_query_pool=1,
+    )
+    return tf.HieraForImageClassification(config)
+
+
+@pytest.mark.parametrize("build,name", [(_pvt, "PVT"), (_hiera, "Hiera")])
+def test_other_hierarchical_families_are_refused_by_name(build, name):
+    with pytest.raises(hfrel.UnsupportedModelError, match=rf"{name}.*not supported.*docs/models.md"):
+        hfrel.attach(build())
 
 
 def test_unsupported_class_of_a_known_family():

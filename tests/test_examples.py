@@ -36,6 +36,16 @@ def test_trainer_callback_example(tmp_path):
         assert image.height > image.width  # four rows of scenes
 
 
+def test_train_swin_model_then_class_specificity(tmp_path):
+    """The Swin training example saves a checkpoint that class_specificity.py explains with all methods."""
+    done = _run("train_swin_model.py", "--out", str(tmp_path), "--steps", "2", "--batch", "8", "--held-out", "8")
+    assert done.returncode == 0, done.stderr
+    assert "held-out accuracy" in done.stdout and (tmp_path / "model.safetensors").exists()
+    done = _run("class_specificity.py", "--model", str(tmp_path), "--scenes", "4", "--batch", "4")
+    assert done.returncode == 0, done.stderr
+    assert "| `transformer_attribution` |" in done.stdout and "| `lrp` |" in done.stdout
+
+
 def test_the_class_specificity_table_in_the_docs_is_what_the_script_measures():
     """docs/results.md's table is this script's output (written with --docs), so it cannot drift."""
     done = _run("class_specificity.py", "--docs", str(ROOT / "docs" / "results.md"), "--check")

@@ -26,7 +26,7 @@ def pixels():
 
 def test_every_builtin_family_has_a_case():
     seen = set()
-    for name in [*CASES, *tiny.BACKBONES, *tiny.NAFLEX_CASES]:  # NaFlex families: tests/test_naflex.py
+    for name in [*CASES, *tiny.BACKBONES, *tiny.NAFLEX_CASES, *tiny.HIERARCHICAL]:  # own suites: naflex, swin
         with hfrel.attach(tiny.build(name)) as explainer:
             seen.add(explainer.family)
     assert seen == {spec.name for spec in BUILTIN_FAMILIES}

@@ -134,6 +134,42 @@ CASES: dict[str, Callable[[], Case]] = {
 }
 
 
+SWIN_COMMON = dict(
+    embed_dim=16,
+    depths=[2, 2, 2],
+    num_heads=[2, 2, 4],
+    image_size=32,
+    patch_size=2,
+    window_size=4,
+    mlp_ratio=2.0,
+    num_labels=5,
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+)
+
+
+def _swin() -> Case:
+    """Three stages (16x16, 8x8, 4x4 tokens), 4x4 windows shifted by 2 in every second block."""
+    return tf.SwinForImageClassification, tf.SwinConfig(**SWIN_COMMON)
+
+
+def _swin_absolute() -> Case:
+    """Swin with absolute position embeddings (other image sizes need interpolate_pos_encoding)."""
+    return tf.SwinForImageClassification, tf.SwinConfig(**SWIN_COMMON, use_absolute_embeddings=True)
+
+
+def _swinv2() -> Case:
+    return tf.Swinv2ForImageClassification, tf.Swinv2Config(**SWIN_COMMON)
+
+
+HIERARCHICAL: dict[str, Callable[[], Case]] = {
+    "swin": _swin,
+    "swin-absolute": _swin_absolute,
+    "swinv2": _swinv2,
+}
+"""Hierarchical families (stages, windows, merges): their own suite, tests/test_swin.py."""
+
+
 def _siglip2() -> Case:
     vision, text = _towers()
     del vision["image_size"]
@@ -182,13 +218,15 @@ BACKBONES: dict[str, Callable[[], Case]] = {
 def build(name: str, seed: int = 0, std: float = 0.3, attn_implementation: str | None = None) -> torch.nn.Module:
     """A tiny model of case `name`, with seeded random weights, in eval mode (default attention: sdpa)."""
     torch.manual_seed(seed)
-    model_class, config = {**CASES, **BACKBONES, **NAFLEX_CASES}[name]()
+    model_class, config = {**CASES, **BACKBONES, **NAFLEX_CASES, **HIERARCHICAL}[name]()
     if attn_implementation is None:
         model = model_class(config)
     else:
         model = model_class._from_config(config, attn_implementation=attn_implementation)
     with torch.no_grad():
         for param_name, param in model.named_parameters():
-            if param.dim() >= 2 or any(k in param_name for k in ("token", "position", "embedding", "lambda")):
+            if param.dim() >= 2 or any(
+                k in param_name for k in ("token", "position", "embedding", "lambda", "relative_position_bias_table")
+            ):
                 param.normal_(0.0, std)
     return model.eval()

@@ -7,6 +7,7 @@ earlier 5.x releases as an alternative ("a|b": current layout first).
 from __future__ import annotations
 
 from hfrel.models._spec import FamilySpec, register_family
+from hfrel.models._swin import swin_windows
 
 # Roles shared by the ViT-shaped families (ViT, DeiT) across transformers 5.x layouts.
 _VIT_ROLES = dict(
@@ -208,6 +209,60 @@ SIGLIP2 = FamilySpec(
     **_CLIP_ROLES,
 )
 
+
+def _absolute_positions_need_flag(config: object) -> str:
+    return "flag" if getattr(config, "use_absolute_embeddings", False) else "always"
+
+
+def _swinv2_eager_attention() -> type:
+    from transformers.models.swinv2 import modeling_swinv2
+
+    return modeling_swinv2.Swinv2SelfAttention
+
+
+SWIN = FamilySpec(
+    name="swin",
+    model_types=("swin",),
+    classes=("SwinForImageClassification",),
+    embeddings="swin.embeddings",
+    final_norm="swin.layernorm",
+    stages="swin.encoder.layers",
+    windows=swin_windows,
+    embedding_norm="swin.embeddings.norm",
+    pooling="mean",
+    prefix_tokens=0,
+    interpolation=_absolute_positions_need_flag,
+    notes="hierarchical: shifted-window attention, 2x2 patch merges between stages, head on the mean of the "
+    "last stage's tokens",
+)
+
+SWINV2 = FamilySpec(
+    name="swinv2",
+    model_types=("swinv2",),
+    classes=("Swinv2ForImageClassification",),
+    embeddings="swinv2.embeddings",
+    final_norm="swinv2.layernorm",
+    stages="swinv2.encoder.layers",
+    windows=swin_windows,
+    embedding_norm="swinv2.embeddings.norm",
+    attention="attention.self",
+    query="attention.self.query",
+    key="attention.self.key",
+    value="attention.self.value",
+    out="attention.output.dense",
+    mlp_in="intermediate.dense",
+    mlp_out="output.dense",
+    eager_attention=_swinv2_eager_attention,
+    probs_tap="attention.self.dropout",
+    branch_norms=("layernorm_before", "layernorm_after"),
+    cosine_scores=True,
+    pooling="mean",
+    prefix_tokens=0,
+    interpolation=_absolute_positions_need_flag,
+    notes="Swin with post-norm residual branches, cosine attention with a learned scale and a continuous "
+    "position bias; its attention is a fixed module class (probabilities read from its dropout)",
+)
+
 # Backbones without a head: explained with `target=`; `pooling` names the tokens the model pools
 # (its pooler_output), which the rollout-type methods read.
 
@@ -312,6 +367,8 @@ BUILTIN_FAMILIES = (
     DINOV2_BACKBONE,
     DINOV2_REGISTERS_BACKBONE,
     CLIP_VISION,
+    SWIN,
+    SWINV2,
 )
 
 for _spec in BUILTIN_FAMILIES:

@@ -11,13 +11,16 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
 from hfrel._compat import SUPPORTED_TRANSFORMERS
 from hfrel._errors import FamilySpecError, UnsupportedModelError
+
+if TYPE_CHECKING:
+    from hfrel.models._swin import WindowLayout
 
 Pooling = Literal["cls", "cls+dist", "mean", "cls+mean"]
 """How the classification head reads the token sequence.
@@ -33,7 +36,8 @@ POOLINGS: tuple[str, ...] = ("cls", "cls+dist", "mean", "cls+mean")
 
 @dataclass(frozen=True)
 class FamilySpec:
-    """Describes one family of plain (non-hierarchical, pre-LayerNorm) vision transformers by role.
+    """Describes one family of vision transformers by role: plain pre-LayerNorm ones by default; windowed,
+    hierarchical (stages with patch merges) and post-norm ones through the fields below `probs_tap`.
 
     Paths are dotted attribute paths; "a|b" means "a, or else b". Block roles are relative to one
     block, the others relative to the model passed to `hfrel.attach`.
@@ -71,13 +75,31 @@ class FamilySpec:
     """Tokens before the patch tokens (CLS, distillation, registers), or a function of the config."""
     vision_config: str | None = None
     """Attribute of `model.config` holding the vision config (CLIP); None: `model.config` itself."""
-    interpolation: Literal["flag", "always"] = "flag"
-    """"flag": other image sizes need `interpolate_pos_encoding=True`; "always": the model interpolates."""
+    interpolation: Literal["flag", "always"] | Callable[[object], Literal["flag", "always"]] = "flag"
+    """"flag": other image sizes need `interpolate_pos_encoding=True`; "always": the model takes any size;
+    or a function of the (vision) config that says which."""
     eager_attention: Callable[[], type] | None = None
     """For models whose attention does not go through transformers' AttentionInterface: returns the
     model's own eager attention class, swapped in while attached so attention probabilities exist."""
     probs_tap: str | None = None
     """With `eager_attention`: the block-relative module that receives the attention probabilities."""
+    stages: str | None = None
+    """Hierarchical models (Swin): path of the list of stages, each holding `stage_blocks` and optionally a
+    patch-merging `merge` module after them; None: one list of blocks, found by type."""
+    stage_blocks: str = "blocks"
+    merge: str = "downsample"
+    """Stage-relative path of the patch merge (a module whose `merge_reduction` linear maps 4D -> 2D)."""
+    merge_reduction: str = "reduction"
+    windows: Callable[[nn.Module, tuple[int, int]], WindowLayout] | None = None
+    """Windowed attention: the block's window layout from the block module (after its forward) and its
+    input grid (height, width); None: attention over the whole token sequence."""
+    branch_norms: tuple[str, str] | None = None
+    """Post-norm residual branches (SwinV2: `x + LN(attn(x))`): the norms ending the attention and MLP
+    branches; None: pre-norm blocks."""
+    cosine_scores: bool = False
+    """Scores are cosine similarities of q and k (SwinV2), times a learned per-head scale."""
+    embedding_norm: str | None = None
+    """A norm between the patch convolution and the position add (Swin), read by the pixel rule."""
     patch_layout: Literal["grid", "naflex"] = "grid"
     """"grid": images (B, C, H, W) cut by a patch Conv2d; "naflex": already cut into patches, each image at
     its own aspect ratio (pixel_values (B, P, C*p*p) flattened row by row as (py, px, c), embedded by a
@@ -109,10 +131,22 @@ class Block:
     mlp_gate: nn.Linear | None
     scale_paths: tuple[str | None, str | None]
     probs_tap: nn.Module | None
+    num_heads: int = 0
+    branch_norms: tuple[nn.Module, nn.Module] | None = None
+    """Post-norm blocks: the norms ending the attention and MLP branches."""
+    cosine_scores: bool = False
 
     def scales(self) -> tuple[torch.Tensor | float | None, torch.Tensor | float | None]:
         """Current layer-scale values (read at use time, so training updates are seen)."""
         return tuple(_scale_value(self.module, path) for path in self.scale_paths)  # type: ignore[return-value]
+
+
+@dataclass
+class Merge:
+    """A patch-merging layer between two stages: concatenate 2x2 tokens, norm and linear reduction."""
+
+    module: nn.Module
+    reduction: nn.Linear
 
 
 @dataclass
@@ -136,6 +170,10 @@ class ResolvedModel:
     """The size the model was trained at; (0, 0) for NaFlex models, which have none."""
     num_channels: int
     num_labels: int
+    interpolation: Literal["flag", "always"] = "flag"
+    embedding_norm: nn.Module | None = None
+    merges: dict[int, Merge] = field(default_factory=dict)
+    """Patch merges by the index of the first block after them (hierarchical models); empty for ViT."""
 
 
 _REGISTRY: list[FamilySpec] = []
@@ -168,6 +206,17 @@ def _supported_text() -> str:
     return "; ".join(f"{mt}: {', '.join(cls)}" for mt, cls in sorted(supported_models().items()))
 
 
+# Hierarchical / windowed families hfrel refuses by name (docs/models.md: what each would take).
+_OTHER_HIERARCHICAL = {
+    "hiera": "Hiera",
+    "pvt": "PVT",
+    "pvt_v2": "PVT v2",
+    "dinat": "DiNAT",
+    "nat": "NAT",
+    "donut-swin": "Donut-Swin",
+}
+
+
 def find_spec(model: nn.Module) -> FamilySpec:
     """The spec for this model's `model_type` and class, or an `UnsupportedModelError` saying what is supported."""
     config = getattr(model, "config", None)
@@ -183,6 +232,12 @@ def find_spec(model: nn.Module) -> FamilySpec:
     for spec in _REGISTRY:
         if model_type in spec.model_types and lineage.intersection(spec.classes):
             return spec
+    if model_type in _OTHER_HIERARCHICAL and not any(model_type in spec.model_types for spec in _REGISTRY):
+        raise UnsupportedModelError(
+            f"{_OTHER_HIERARCHICAL[model_type]} ({class_name}, model_type {model_type!r}) is not supported: hfrel "
+            f"explains Swin and SwinV2 among hierarchical vision transformers. docs/models.md says what this "
+            f"family would need. Supported: {_supported_text()}."
+        )
     known_type = any(model_type in spec.model_types for spec in _REGISTRY)
     if known_type:
         classes = sorted({c for s in _REGISTRY if model_type in s.model_types for c in s.classes})
@@ -193,9 +248,10 @@ def find_spec(model: nn.Module) -> FamilySpec:
         )
     raise UnsupportedModelError(
         f"hfrel cannot explain model_type {model_type!r} ({class_name}). It explains plain vision transformers "
-        f"(one token per patch, global attention); hierarchical or windowed models (Swin, PVT, MobileViT, ...), "
-        f"CNNs and text models are not supported. Supported: {_supported_text()}. A plain pre-LayerNorm ViT "
-        f"variant can be described with hfrel.register_family(hfrel.FamilySpec(...)) (see docs/models.md)."
+        f"and Swin / SwinV2 classifiers; other hierarchical or windowed models (Hiera, PVT, DiNAT, Donut-Swin, "
+        f"MobileViT, ...), CNNs and text models are not supported. Supported: {_supported_text()}. A plain "
+        f"pre-LayerNorm ViT variant can be described with hfrel.register_family(hfrel.FamilySpec(...)) "
+        f"(see docs/models.md)."
     )
 
 
@@ -231,7 +287,7 @@ def _need(root: nn.Module, path: str, kind: type, what: str, where: str) -> nn.M
     return found
 
 
-def _resolve_block(spec: FamilySpec, block: nn.Module, where: str) -> Block:
+def _resolve_block(spec: FamilySpec, block: nn.Module, where: str, num_heads: int) -> Block:
     gate = None
     if spec.mlp_gate is not None and _get(block, spec.mlp_gate) is not None:
         gate = _need(block, spec.mlp_gate, nn.Linear, "MLP gate linear", where)
@@ -249,6 +305,11 @@ def _resolve_block(spec: FamilySpec, block: nn.Module, where: str) -> Block:
         probs_tap=_need(block, spec.probs_tap, nn.Module, "attention-probabilities module", where)
         if spec.probs_tap
         else None,
+        num_heads=num_heads,
+        branch_norms=tuple(_need(block, p, nn.Module, "branch norm", where) for p in spec.branch_norms)  # type: ignore[arg-type]
+        if spec.branch_norms
+        else None,
+        cosine_scores=spec.cosine_scores,
     )
 
 
@@ -274,6 +335,43 @@ def _find_blocks(spec: FamilySpec, model: nn.Module) -> list[nn.Module]:
     return list(candidates[0][1])
 
 
+def _find_stages(spec: FamilySpec, model: nn.Module, where: str) -> tuple[list[nn.Module], dict[int, Merge]]:
+    """Hierarchical models: every stage's blocks in order, and the merges between stages."""
+    stages = _need(model, spec.stages, nn.ModuleList, "list of stages", where)  # type: ignore[arg-type]
+    blocks: list[nn.Module] = []
+    merges: dict[int, Merge] = {}
+    pending: Merge | None = None
+    for number, stage in enumerate(stages):
+        stage_blocks = _need(stage, spec.stage_blocks, nn.ModuleList, "list of blocks", f"{where} stage {number}")
+        if len(stage_blocks) == 0:
+            raise UnsupportedModelError(f"{where}: stage {number} has no blocks")
+        if pending is not None:
+            merges[len(blocks)] = pending
+        blocks.extend(stage_blocks)
+        merge = _get(stage, spec.merge)
+        pending = None
+        if merge is not None:
+            reduction = _need(
+                merge, spec.merge_reduction, nn.Linear, "merge reduction linear", f"{where} stage {number}"
+            )
+            pending = Merge(module=merge, reduction=reduction)  # type: ignore[arg-type]
+    if pending is not None:
+        raise UnsupportedModelError(f"{where}: the last stage ends in a patch merge; hfrel expects the head after it")
+    return blocks, merges
+
+
+def _block_heads(block: nn.Module, spec: FamilySpec, config: object) -> int:
+    """Heads of one block: the model-wide count, or the block's own where they differ by stage (Swin)."""
+    heads = getattr(config, "num_attention_heads", None)
+    if isinstance(heads, int):
+        return heads
+    attention = _get(block, spec.attention)
+    for name in ("num_attention_heads", "num_heads"):
+        if isinstance(getattr(attention, name, None), int):
+            return int(getattr(attention, name))
+    raise UnsupportedModelError(f"cannot tell the number of attention heads of {type(attention).__name__}")
+
+
 def _pair(value: object) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         return int(value[0]), int(value[1])
@@ -285,7 +383,14 @@ def resolve(spec: FamilySpec, model: nn.Module) -> ResolvedModel:
     config = model.config
     vision = getattr(config, spec.vision_config) if spec.vision_config else config
     where = f"{type(model).__name__} ({spec.name})"
-    blocks = [_resolve_block(spec, b, f"{where} block {i}") for i, b in enumerate(_find_blocks(spec, model))]
+    merges: dict[int, Merge] = {}
+    if spec.stages is not None:
+        modules, merges = _find_stages(spec, model, where)
+    else:
+        modules = _find_blocks(spec, model)
+    blocks = [
+        _resolve_block(spec, b, f"{where} block {i}", _block_heads(b, spec, vision)) for i, b in enumerate(modules)
+    ]
     embeddings = _need(model, spec.embeddings, nn.Module, "embeddings module", where)
     kind = nn.Linear if spec.patch_layout == "naflex" else nn.Conv2d
     found = [m for m in embeddings.modules() if isinstance(m, kind)]
@@ -310,6 +415,7 @@ def resolve(spec: FamilySpec, model: nn.Module) -> ResolvedModel:
         raise UnsupportedModelError(f"{where}: pooling {pooling!r} is not one of {POOLINGS}")
     prefix = spec.prefix_tokens(vision) if callable(spec.prefix_tokens) else spec.prefix_tokens
     num_labels = heads[0].out_features if heads else 0
+    interpolation = spec.interpolation(vision) if callable(spec.interpolation) else spec.interpolation
     if pooling == "cls+mean" and heads and heads[0].in_features != 2 * blocks[0].out.out_features:
         raise UnsupportedModelError(f"{where}: a CLS+mean head must take twice the hidden size")
     return ResolvedModel(
@@ -323,9 +429,14 @@ def resolve(spec: FamilySpec, model: nn.Module) -> ResolvedModel:
         heads=heads,
         pooling=pooling,
         prefix_tokens=int(prefix),
-        num_heads=int(vision.num_attention_heads),
+        num_heads=blocks[0].num_heads,
         patch_size=patch_size,
         image_size=_pair(getattr(vision, "image_size", 0)),
         num_channels=channels,
         num_labels=int(num_labels),
+        interpolation=interpolation,
+        embedding_norm=_need(model, spec.embedding_norm, nn.Module, "embedding norm", where)
+        if spec.embedding_norm
+        else None,
+        merges=merges,
     )
