@@ -323,6 +323,10 @@ class Explainer:
         patch_h, patch_w = resolved.patch_size
         if height < patch_h or width < patch_w:
             raise InputError(f"images of {height}x{width} pixels are smaller than one {patch_h}x{patch_w} patch.")
+        if resolved.spec.size_check is not None and (
+            problem := resolved.spec.size_check(resolved.config, height, width)
+        ):
+            raise InputError(problem)
         kwargs = dict(model_kwargs)
         if resolved.interpolation == "always":
             kwargs.pop("interpolate_pos_encoding", None)  # the model interpolates position embeddings itself

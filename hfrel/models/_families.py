@@ -7,7 +7,7 @@ earlier 5.x releases as an alternative ("a|b": current layout first).
 from __future__ import annotations
 
 from hfrel.models._spec import FamilySpec, register_family
-from hfrel.models._swin import swin_windows
+from hfrel.models._swin import swin_size_problem, swin_windows
 
 # Roles shared by the ViT-shaped families (ViT, DeiT) across transformers 5.x layouts.
 _VIT_ROLES = dict(
@@ -229,6 +229,7 @@ SWIN = FamilySpec(
     stages="swin.encoder.layers",
     windows=swin_windows,
     embedding_norm="swin.embeddings.norm",
+    size_check=swin_size_problem,
     pooling="mean",
     prefix_tokens=0,
     interpolation=_absolute_positions_need_flag,

@@ -100,6 +100,8 @@ class FamilySpec:
     """Scores are cosine similarities of q and k (SwinV2), times a learned per-head scale."""
     embedding_norm: str | None = None
     """A norm between the patch convolution and the position add (Swin), read by the pixel rule."""
+    size_check: Callable[[object, int, int], str | None] | None = None
+    """Image sizes the model cannot run: (config, height, width) -> what is wrong and what to do, or None."""
     patch_layout: Literal["grid", "naflex"] = "grid"
     """"grid": images (B, C, H, W) cut by a patch Conv2d; "naflex": already cut into patches, each image at
     its own aspect ratio (pixel_values (B, P, C*p*p) flattened row by row as (py, px, c), embedded by a
