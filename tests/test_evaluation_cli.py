@@ -79,7 +79,7 @@ def test_evaluate_writes_the_report(tmp_path, checkpoint, dataset):
     assert done.returncode == 0, done.stderr
     assert "hfrel: skipped nomask: missing mask: no file masks/nomask.png" in done.stderr
     report = json.loads((out / "report.json").read_text())
-    assert report["n"] == 3 and report["start_layer"] == 1 and report["target"] == "label"
+    assert report["n"] == 3 and report["start_layer"] == 1 and report["label"] == "dataset"
     assert report["model"] == str(checkpoint)
     assert list(report["methods"]) == ["transformer_attribution", "rollout"]
     for values in report["methods"].values():
@@ -111,5 +111,5 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, checkpoint
     assert "n must be a positive integer" in run("--data", str(dataset), "--n", "0", *out)
     images, masks = gtsegs_content()
     write_gtsegs(tmp_path / "gtsegs_ijcv.mat", images, masks)
-    assert "--target predicted" in run("--data", str(tmp_path / "gtsegs_ijcv.mat"), *out)
+    assert "--label predicted" in run("--data", str(tmp_path / "gtsegs_ijcv.mat"), *out)
     assert not (tmp_path / "out").exists()

@@ -52,13 +52,13 @@ def five_items(root):
     return FolderDataset(root), [1, 0, 4, 4, 2]
 
 
-@pytest.mark.parametrize("target", ["label", "predicted"])
-def test_report_equals_the_metrics_of_its_parts(tmp_path, model, processor, target):
+@pytest.mark.parametrize("label", ["dataset", "predicted"])
+def test_report_equals_the_metrics_of_its_parts(tmp_path, model, processor, label):
     """The parts are computed in the runner's batches of 2 (2, 1), so every float matches exactly."""
     data, labels = five_items(tmp_path / "data")
     labels = labels[:3]
     methods = ["transformer_attribution", "rollout"]
-    report = evaluate(model, processor, data, method=methods, target=target, n=3, batch_size=2, progress=False)
+    report = evaluate(model, processor, data, method=methods, label=label, n=3, batch_size=2, progress=False)
 
     samples = [data.load(i) for i in range(3)]
     # the paper's mask geometry for a plain resize: nearest-neighbour resampling to the model's size
@@ -75,7 +75,7 @@ def test_report_equals_the_metrics_of_its_parts(tmp_path, model, processor, targ
         pixel_values = processor(images=[s.image for s in samples[batch]], return_tensors="pt")["pixel_values"]
         expected = torch.tensor(labels[batch])
         with hfrel.attach(model) as explainer:
-            maps = explainer.explain(pixel_values, label=expected if target == "label" else None, method=methods)
+            maps = explainer.explain(pixel_values, label=expected if label == "dataset" else None, method=methods)
         images = model_view(pixel_values, processor)
         with torch.no_grad():
             base.append(classify(normalise(images)).argmax(-1) == expected)
@@ -90,7 +90,7 @@ def test_report_equals_the_metrics_of_its_parts(tmp_path, model, processor, targ
             heatmaps[method].append(maps[method].heatmap)
     accuracy = torch.cat(base).double().mean()
 
-    assert report["n"] == 3 and report["target"] == target and report["skipped"] == []
+    assert report["n"] == 3 and report["label"] == label and report["skipped"] == []
     assert report["unperturbed_accuracy"] == pytest.approx(100 * float(accuracy))
     for method in methods:
         expected = localisation_scores(torch.cat(heatmaps[method]), masks).summary()
@@ -144,9 +144,9 @@ def test_unlabelled_data_explains_predictions_without_perturbation(tmp_path, mod
     images, masks = gtsegs_content()
     write_gtsegs(tmp_path / "gtsegs_ijcv.mat", images, masks)
     with ImagenetSegmentation(tmp_path / "gtsegs_ijcv.mat") as data:
-        with pytest.raises(InputError, match=r"has no class labels.*target='predicted'"):
+        with pytest.raises(InputError, match=r"has no class labels.*label='predicted'"):
             evaluate(model, processor, data, method=["rollout"], progress=False)
-        report = evaluate(model, processor, data, method=["rollout"], target="predicted", progress=False)
+        report = evaluate(model, processor, data, method=["rollout"], label="predicted", progress=False)
     assert report["n"] == 2 and report["unperturbed_accuracy"] is None
     assert report["methods"]["rollout"]["positive_perturbation_auc"] is None
     assert report["methods"]["rollout"]["negative_perturbation_accuracy"] is None

@@ -135,7 +135,7 @@ def _report() -> dict:
         "model": "tiny <model>",
         "data": "shapes",
         "n": 3,
-        "target": "label",
+        "label": "dataset",
         "start_layer": 0,
         "threshold": "mean",
         "unperturbed_accuracy": 100.0,

@@ -33,7 +33,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         required=True,
         metavar="DIR_OR_FILE",
         help="folder with images/, masks/ (non-zero = object) and labels.csv (header image,label); "
-        "the ImageNet-segmentation file gtsegs_ijcv.mat (needs h5py, and --target predicted); or "
+        "the ImageNet-segmentation file gtsegs_ijcv.mat (needs h5py, and --label predicted); or "
         "'shapes' / 'shapes-pairs': built-in synthetic scenes with one / two objects (--n items, default 200)",
     )
     parser.add_argument(
@@ -53,9 +53,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--start-layer", type=int, default=0, metavar="S", help="first block combined (default 0; paper's scripts: 1)"
     )
     parser.add_argument(
-        "--target",
-        choices=("label", "predicted"),
-        default="label",
+        "--label",
+        choices=("dataset", "predicted"),
+        default="dataset",
         help="class the maps explain: the dataset label (default) or the model's prediction",
     )
     parser.add_argument(
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             processor,
             data,
             method=methods,
-            target=args.target,
+            label=args.label,
             start_layer=args.start_layer,
             threshold=args.threshold,
             n=args.n,

@@ -48,7 +48,7 @@ class EvaluationData(Protocol):
 
     skipped: list[Skipped]
     labelled: bool
-    """Whether items carry the class their mask shows (needed for the perturbation test and target="label")."""
+    """Whether items carry the class their mask shows (needed for the perturbation test and label="dataset")."""
     source: str
 
     def __len__(self) -> int: ...

@@ -28,11 +28,11 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def description(report: dict[str, Any], code: str = "`") -> str:
-    """One line on what was measured: model, data, items, target, threshold, unperturbed accuracy."""
-    target = "the dataset label" if report["target"] == "label" else "the predicted class"
+    """One line on what was measured: model, data, items, explained class, threshold, unperturbed accuracy."""
+    explained = "the dataset label" if report["label"] == "dataset" else "the predicted class"
     line = (
         f"Model {code}{report['model']}{code} on {code}{report['data']}{code}: {report['n']} items; maps explain "
-        f"{target} (start_layer {report['start_layer']}); foreground above the map's {report['threshold']}. "
+        f"{explained} (start_layer {report['start_layer']}); foreground above the map's {report['threshold']}. "
         "All values in percent."
     )
     if report["unperturbed_accuracy"] is not None:

@@ -27,8 +27,8 @@ from hfrel.evaluation._data import EvaluationData, Sample, Skipped
 from hfrel.evaluation._metrics import THRESHOLDS, LocalisationScores, Threshold, localisation_scores
 from hfrel.evaluation._perturbation import STEPS, TESTS, normaliser, perturbation_auc, perturbation_hits
 
-Target = Literal["label", "predicted"]
-TARGETS: tuple[str, ...] = ("label", "predicted")
+LabelSource = Literal["dataset", "predicted"]
+LABEL_SOURCES: tuple[str, ...] = ("dataset", "predicted")
 
 
 def evaluate(
@@ -37,7 +37,7 @@ def evaluate(
     data: EvaluationData,
     *,
     method: str | Sequence[str] | None = None,
-    target: Target = "label",
+    label: LabelSource = "dataset",
     start_layer: int = 0,
     threshold: Threshold = "mean",
     n: int | None = None,
@@ -46,19 +46,20 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score `method` (a name or a list; default: all) on `data` with `model` and its `processor`; returns the report.
 
-    `target`: the class each map explains, "label" (the dataset's) or "predicted" (the model's arg-max);
+    `label`: the class each map explains, "dataset" (the item's label) or "predicted" (the model's arg-max,
+    as `explain(label=None)`);
     perturbation accuracy is always top-1 against the dataset label. `threshold`: "mean" (the paper) or
     "otsu", for the segmentation test. `n`: stop after this many items have been evaluated. Items that
     cannot be read are skipped and listed in the report. Unlabelled data (ImageNet-segmentation) needs
-    target="predicted" and gets no perturbation test. Values are in percent.
+    label="predicted" and gets no perturbation test. Values are in percent.
     """
-    names = _check_options(method, target, threshold, n, batch_size)
+    names = _check_options(method, label, threshold, n, batch_size)
     if not isinstance(data, EvaluationData):
         raise InputError(f"data must be a dataset such as hfrel.evaluation.FolderDataset; got {type(data).__name__}.")
-    if target == "label" and not data.labelled:
+    if label == "dataset" and not data.labelled:
         raise InputError(
             f"{data.source} has no class labels, so maps cannot explain the dataset label; use "
-            f"target='predicted' (--target predicted), as the paper did on ImageNet-segmentation."
+            f"label='predicted' (--label predicted), as the paper did on ImageNet-segmentation."
         )
     if len(data) == 0:
         raise InputError(f"{data.source} holds no usable item{_skipped_hint(data.skipped)}.")
@@ -84,7 +85,7 @@ def evaluate(
             masks = _model_masks(processor, [s.mask for s in batch], tuple(pixel_values.shape[-2:]))
             with attach(model) as explainer:
                 maps = explainer.explain(
-                    pixel_values, label=labels if target == "label" else None, method=names, start_layer=start_layer
+                    pixel_values, label=labels if label == "dataset" else None, method=names, start_layer=start_layer
                 )
             for name, explanation in maps.items():
                 scores[name].append(localisation_scores(explanation.heatmap, masks, threshold))
@@ -111,15 +112,15 @@ def evaluate(
 
     if done == 0:
         raise InputError(f"no item of {data.source} could be evaluated{_skipped_hint(skipped)}.")
-    return _report(model, data, names, target, start_layer, threshold, done, scores, hits, unperturbed, skipped)
+    return _report(model, data, names, label, start_layer, threshold, done, scores, hits, unperturbed, skipped)
 
 
 def _check_options(
-    method: str | Sequence[str] | None, target: object, threshold: object, n: object, batch_size: object
+    method: str | Sequence[str] | None, label: object, threshold: object, n: object, batch_size: object
 ) -> list[str]:
     names = list(METHODS) if method is None else list(method_names(method))
-    if target not in TARGETS:
-        raise InputError(f"target must be 'label' or 'predicted'; got {target!r}.")
+    if label not in LABEL_SOURCES:
+        raise InputError(f"label must be 'dataset' or 'predicted'; got {label!r}.")
     if threshold not in THRESHOLDS:
         raise InputError(f"threshold must be one of {', '.join(THRESHOLDS)}; got {threshold!r}.")
     for option, value in (("n", n), ("batch_size", batch_size)):
@@ -225,7 +226,7 @@ def _report(
     model: torch.nn.Module,
     data: EvaluationData,
     names: list[str],
-    target: str,
+    label: str,
     start_layer: int,
     threshold: str,
     done: int,
@@ -254,7 +255,7 @@ def _report(
         "n": done,
         "model": str(getattr(config, "_name_or_path", "") or type(model).__name__),
         "data": data.source,
-        "target": target,
+        "label": label,
         "start_layer": start_layer,
         "threshold": threshold,
         "unperturbed_accuracy": None if base is None else 100 * float(base),
