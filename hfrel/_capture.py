@@ -118,6 +118,8 @@ class Tape:
     patch_tokens: torch.Tensor | None = None  # output of a norm between patch conv and position add (B, P, D)
     merges: dict[int, MergeRecord] = field(default_factory=dict)  # by the index of the first block after
     layout: TokenLayout | None = None  # where each image's patch tokens sit (set by the explainer)
+    probe: LayerRecord | None = None  # an attention-pooling head: its attention (A: (B, H, 1, N)) and MLP
+    positions: torch.Tensor | None = None  # pooling "token": the token each sequence is read at (B,)
 
 
 def _first(args: tuple, kwargs: dict, name: str) -> torch.Tensor:
@@ -171,8 +173,14 @@ class Recorder:
             self._hook(undo, merge.reduction, self._on_reduction(index))
         if resolved.embedding_norm is not None:
             self._hook(undo, resolved.embedding_norm, self._on_embedding_norm)
-        self._hook(undo, resolved.patch_embedding, self._on_patch)
+        if resolved.patch_embedding is not None:
+            self._hook(undo, resolved.patch_embedding, self._on_patch)
         self._hook(undo, resolved.embeddings, self._on_embeddings)
+        if resolved.probe is not None:
+            self._hook(undo, resolved.probe.attention, self._on_probe_attention)
+            self._hook(undo, resolved.probe.mlp_in, self._on_probe_mlp_in)
+            self._hook(undo, resolved.probe.mlp_out, self._on_probe_mlp_out)
+            self._hook(undo, resolved.probe.module, self._on_probe_out)
         if resolved.final_norm is not None:
             self._hook(undo, resolved.final_norm, self._on_final_norm)
         for head in resolved.heads:
@@ -319,6 +327,59 @@ class Recorder:
     def _on_final_norm(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
         if self.tape is not None and self.tape.activations:
             self.tape.pooled_from = _tensor(output)
+
+    def _on_probe_attention(self, module: nn.MultiheadAttention, args: tuple, kwargs: dict, output: tuple) -> object:
+        """Recompute the probe's attention with its own weights (eager arithmetic) so A exists per head, with grad.
+
+        `nn.MultiheadAttention` returns only head-averaged weights; the recomputed output replaces the
+        module's (equal up to rounding), so gradients flow through the recorded A.
+        """
+        tape = self.tape
+        if tape is None:
+            return None
+        query, key, value = (args + tuple(kwargs[k] for k in ("query", "key", "value") if k in kwargs))[:3]
+        width, heads = module.embed_dim, module.num_heads
+        weight, bias = module.in_proj_weight, module.in_proj_bias
+        chunks = [
+            nn.functional.linear(
+                x, weight[i * width : (i + 1) * width], None if bias is None else bias[i * width : (i + 1) * width]
+            )
+            for i, x in enumerate((query, key, value))
+        ]
+        q, k, v = (_heads(x, heads) for x in chunks)
+        scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+        mask = kwargs.get("attn_mask")  # Siglip2: additive (B * H, 1, N), or boolean (True: attend)
+        if mask is not None:
+            mask = mask.reshape(scores.shape)
+            scores = (
+                scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool else scores + mask
+            )
+        padding = kwargs.get("key_padding_mask")  # (B, N), True: ignore
+        if padding is not None:
+            scores = scores.masked_fill(padding.bool()[:, None, None, :], torch.finfo(scores.dtype).min)
+        probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        context = probs @ v
+        merged = context.transpose(1, 2).reshape(query.shape[0], query.shape[1], width)
+        out = module.out_proj(merged)
+        record = tape.probe = LayerRecord(probs=probs)
+        if tape.activations:
+            record.attn_in, record.q, record.k, record.v = key, q, k, v  # A v: out_in, by heads
+            record.projections = {"k": chunks[1], "v": chunks[2]}
+            record.out_in, record.out_out = merged, out
+        return (out, *output[1:]) if isinstance(output, tuple) else out
+
+    def _on_probe_mlp_in(self, module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+        if self.tape is not None and self.tape.activations and self.tape.probe is not None:
+            self.tape.probe.mlp_x = _first(args, kwargs, "input")
+
+    def _on_probe_mlp_out(self, module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+        if self.tape is not None and self.tape.activations and self.tape.probe is not None:
+            self.tape.probe.mlp_h = _first(args, kwargs, "input")
+            self.tape.probe.mlp_out = output
+
+    def _on_probe_out(self, module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+        if self.tape is not None and self.tape.probe is not None:
+            self.tape.probe.y = output  # (B, D): the pooled embedding, the probe's row
 
     def _on_head(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self.tape is not None and self.tape.activations:

@@ -24,11 +24,12 @@ from hfrel._capture import ATTENTION_NAME, Recorder, Tape
 from hfrel._errors import AttachError, ContextError, InputError, LabelError, UnsupportedModelError
 from hfrel._explanation import Explanation, normalise, to_heatmap, upsample
 from hfrel._layout import TokenLayout
-from hfrel._lrp import Relevance, Start, head_start, hidden_relevance, propagate, widen
+from hfrel._lrp import Relevance, Start, head_start, hidden_relevance, hidden_start, propagate, widen
 from hfrel._methods import METHODS, Evidence, Method
 from hfrel._options import check_start_layer, method_names
 from hfrel._targets import Target, TargetFn, check_exclusive, class_target, function_target
 from hfrel.models import _families  # noqa: F401  (registers the built-in families)
+from hfrel.models._image_text import ImageTextSpec, find_image_text_spec, padding_mask
 from hfrel.models._spec import FamilySpec, ResolvedModel, find_spec, resolve
 
 # Model -> its attached explainer, weak on both sides: an explainer and its model that nobody
@@ -91,15 +92,21 @@ class Explainer:
                 f"this {type(model).__name__} already has an hfrel explainer attached; use that one, or call "
                 f"its detach() (or leave its `with` block) before attaching again."
             )
-        spec = family if family is not None else find_spec(model)
+        self._pair: ImageTextSpec | None = find_image_text_spec(model) if family is None else None
+        spec = self._pair.image if self._pair is not None else family if family is not None else find_spec(model)
         self._resolved: ResolvedModel = resolve(spec, model)
         self._model = model
         self._recorder = Recorder(self._resolved)
+        # the text tower of an image–text model: its own resolved spec and tape
+        self._text: ResolvedModel | None = resolve(self._pair.text, model) if self._pair is not None else None
+        self._text_recorder = Recorder(self._text) if self._text is not None else None
         self._undo: list[Callable[[], None]] = []
         # One explanation at a time: the tape, the eval-mode switch and the model are shared by all calls.
         self._lock = threading.RLock()
         try:
             self._recorder.install(self._undo)
+            if self._text_recorder is not None:
+                self._text_recorder.install(self._undo)
             if spec.eager_attention is not None:
                 self._swap_in_eager_attention(spec.eager_attention())
             else:
@@ -124,8 +131,18 @@ class Explainer:
 
     @property
     def family(self) -> str:
-        """The name of the family spec in use, e.g. "vit"."""
-        return self._resolved.spec.name
+        """The name of the family spec in use, e.g. "vit" (an image–text model: "clip-model", ...)."""
+        return self._pair.name if self._pair is not None else self._resolved.spec.name
+
+    @property
+    def image_text(self) -> bool:
+        """Whether the model is an image–text model (labels are prompt indices, maps come with text_relevance)."""
+        return self._pair is not None
+
+    @property
+    def prompt_probabilities(self) -> str | None:
+        """How an image–text model's prompt logits read as probabilities: "softmax" or "sigmoid"; else None."""
+        return self._pair.probabilities if self._pair is not None else None
 
     @property
     def num_layers(self) -> int:
@@ -168,8 +185,10 @@ class Explainer:
                 config._attn_implementation_internal = value
 
         self._undo.append(restore)
-        self._attention_owner().set_attn_implementation(ATTENTION_NAME)
-        for block in self._resolved.blocks:
+        towers = [self._resolved] + ([self._text] if self._text is not None else [])
+        for tower in towers:
+            self._attention_owner(tower).set_attn_implementation(ATTENTION_NAME)
+        for block in [block for tower in towers for block in tower.blocks]:
             used = getattr(getattr(block.attention, "config", None), "_attn_implementation", None)
             if used != ATTENTION_NAME:
                 raise UnsupportedModelError(
@@ -177,9 +196,9 @@ class Explainer:
                     f"(it uses {used!r}); this model does not follow transformers' AttentionInterface."
                 )
 
-    def _attention_owner(self) -> nn.Module:
-        """The innermost transformers model holding every block (CLIP: the vision tower, not the text side)."""
-        blocks = [block.module for block in self._resolved.blocks]
+    def _attention_owner(self, tower: ResolvedModel) -> nn.Module:
+        """The innermost transformers model holding every block of a tower (CLIP: the vision or the text model)."""
+        blocks = [block.module for block in tower.blocks]
         owner = self._model
         for module in self._model.modules():
             if hasattr(module, "set_attn_implementation") and module is not owner:
@@ -255,7 +274,7 @@ class Explainer:
         """
         self._check_attached()
         check_exclusive(label, target)
-        if target is None and not self._resolved.heads:
+        if target is None and not self._resolved.heads and self._pair is None:
             raise LabelError(
                 f"this {type(self._model).__name__} has no classification head, so there is no class logit to "
                 f"explain; pass target=fn, a function of the outputs returning (B,) or (B, K) scores, e.g. "
@@ -291,6 +310,8 @@ class Explainer:
         for reserved in ("pixel_values", "labels", "output_attentions", "return_dict"):
             if reserved in model_kwargs:
                 raise InputError(f"do not pass {reserved!r} to explain(); hfrel sets it (labels go in `label`).")
+        if self._pair is not None:
+            self._check_text_inputs(model_kwargs)
         if not isinstance(pixel_values, torch.Tensor):
             raise InputError(
                 f"pixel_values must be a torch.Tensor of shape (B, {resolved.num_channels}, H, W), got "
@@ -323,6 +344,10 @@ class Explainer:
         patch_h, patch_w = resolved.patch_size
         if height < patch_h or width < patch_w:
             raise InputError(f"images of {height}x{width} pixels are smaller than one {patch_h}x{patch_w} patch.")
+        if resolved.spec.size_check is not None and (
+            problem := resolved.spec.size_check(resolved.config, height, width)
+        ):
+            raise InputError(problem)
         kwargs = dict(model_kwargs)
         if resolved.interpolation == "always":
             kwargs.pop("interpolate_pos_encoding", None)  # the model interpolates position embeddings itself
@@ -397,6 +422,23 @@ class Explainer:
                     kwargs[name] = kwargs[name].to(weight.device)
         return self._to_model(pixel_values), kwargs
 
+    def _check_text_inputs(self, model_kwargs: dict) -> None:
+        """An image–text model explains prompts: the processor's input_ids (K, L) must come along."""
+        input_ids = model_kwargs.get("input_ids")
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
+            got = "nothing" if input_ids is None else f"{type(input_ids).__name__} {getattr(input_ids, 'shape', '')}"
+            raise InputError(
+                f"{type(self._model).__name__} scores images against prompts: pass the processor's text inputs too, "
+                f"e.g. explain(**processor(text=prompts, images=images, return_tensors='pt', padding=True)); "
+                f"input_ids must be an integer tensor (K, L), got {got}."
+            )
+        mask = model_kwargs.get("attention_mask")
+        if mask is not None and (not isinstance(mask, torch.Tensor) or mask.shape != input_ids.shape):
+            raise InputError(
+                f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
+                f"got {tuple(getattr(mask, 'shape', ()))}."
+            )
+
     @contextlib.contextmanager
     def _eval_mode(self) -> Iterator[None]:
         """One call at a time (threads wait their turn: the tape and the modules' modes are shared), in eval
@@ -411,18 +453,16 @@ class Explainer:
                 for module, training in modes:
                     module.training = training
                 self._recorder.tape = None
+                if self._text_recorder is not None:
+                    self._text_recorder.tape = None
 
-    def _run(
-        self,
-        pixel_values: torch.Tensor,
-        label: Any,
-        target_fn: TargetFn | None,
-        chosen: list[Method],
-        start_layer: int,
-        model_kwargs: dict,
-    ) -> dict[str, Explanation]:
-        resolved = self._resolved
-        last = self.num_layers - 1
+    @staticmethod
+    def _passes(
+        chosen: list[Method], layers: int, start_layer: int, merges: Sequence[int] = ()
+    ) -> tuple[list[int], dict[str, tuple[int, bool]]]:
+        """The blocks whose attention gradients the methods need, and per rule set how deep the walk goes
+        (`merges`: the first blocks after a hierarchical model's patch merges)."""
+        last = layers - 1
         grad_layers = sorted(
             {
                 layer
@@ -436,11 +476,24 @@ class Explainer:
             if m.rules is None:
                 continue
             depth = start_layer if m.relevance_to == "from_start" else last
-            if resolved.merges:  # rows reach the first stage through the merges' relevance shares: walk that far
-                depth = min(depth, min(resolved.merges))
+            if merges:  # rows reach the first stage through the merges' relevance shares: walk that far
+                depth = min(depth, min(merges))
             old_depth, old_pixels = rule_depths.get(m.rules, (last, False))
             rule_depths[m.rules] = (min(depth, old_depth), old_pixels or m.relevance_to == "pixels")
+        return grad_layers, rule_depths
 
+    def _run(
+        self,
+        pixel_values: torch.Tensor,
+        label: Any,
+        target_fn: TargetFn | None,
+        chosen: list[Method],
+        start_layer: int,
+        model_kwargs: dict,
+    ) -> dict[str, Explanation]:
+        resolved = self._resolved
+        grad_layers, rule_depths = self._passes(chosen, self.num_layers, start_layer, list(resolved.merges))
+        probe = resolved.probe is not None
         tape = self._recorder.new_tape(activations=bool(rule_depths))
         hidden_start = target_fn is not None and bool(rule_depths)  # LRP starts from hidden x gradient
         needs_graph = bool(grad_layers) or hidden_start
@@ -453,20 +506,29 @@ class Explainer:
             outputs = self._model(pixel_values=inputs, **model_kwargs)
             self._check_tape(tape)
             tape.layout = self._layout(tape, model_kwargs)
-            if target_fn is None:
+            if target_fn is not None:
+                target = function_target(target_fn, outputs, inputs.shape[0])
+                logits = getattr(outputs, "logits_per_image", None) if self._pair else getattr(outputs, "logits", None)
+                logits = target.scores if logits is None else logits
+            elif self._pair is not None:
+                logits = outputs.logits_per_image  # labels are prompt indices
+                target = class_target(label, logits, None)
+            else:
                 logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]
                 target = class_target(label, logits, getattr(self._model.config, "id2label", None))
-            else:
-                target = function_target(target_fn, outputs, inputs.shape[0])
-                logits = getattr(outputs, "logits", None)
-                logits = target.scores if logits is None else logits
         if hidden_start and not target.scores.requires_grad:
             raise LabelError("target returned scores that do not depend on the model's outputs (no gradient).")
 
         with record_function("hfrel.gradients"):
-            hidden = tape.pooled_from if hidden_start else None
-            grads, hidden_grad = self._gradients(tape, target, grad_layers, hidden)
-        start = self._start(tape, target, logits, hidden_grad)
+            hidden = None
+            if hidden_start:
+                hidden = tape.probe.y if probe else tape.pooled_from  # type: ignore[union-attr]
+            extra = [tape.probe.probs] if probe and grad_layers else []  # type: ignore[union-attr]
+            grads, found = self._gradients(
+                tape, target.scores, grad_layers, [*extra, *([hidden] if hidden_start else [])]
+            )
+        probe_grads = found[0] if extra else None
+        start = self._start(tape, target, logits, outputs, found[-1] if hidden_start else None)
         with _without_autocast():  # the rules and methods run in float32 even inside the caller's autocast
             with record_function("hfrel.relevance"):
                 relevance: dict[str, Relevance] = {}
@@ -485,55 +547,145 @@ class Explainer:
                 targets=target.count,
                 layouts=[record.layout for record in tape.layers],
                 merges={index: merge.layout for index, merge in tape.merges.items()},
+                probe_probs=tape.probe.probs if probe else None,  # type: ignore[union-attr]
+                probe_grads=probe_grads,
             )
+            text = None
+            if self._pair is not None and target_fn is None:
+                with record_function("hfrel.text"):
+                    text = self._text_side(chosen, outputs, target, model_kwargs)
             logits = logits.detach()
             with record_function("hfrel.maps"):
-                return {m.name: self._explanation(m, evidence, tape, pixel_values, logits, target) for m in chosen}
+                return {
+                    m.name: self._explanation(
+                        m, evidence, tape, pixel_values, logits, target, None if text is None else text[m.name]
+                    )
+                    for m in chosen
+                }
 
-    def _start(self, tape: Tape, target: Target, logits: torch.Tensor, hidden_grad: torch.Tensor | None) -> Start:
-        """Where the relevance walk starts: the exact head rule for class logits, hidden x gradient otherwise."""
+    def _start(
+        self, tape: Tape, target: Target, logits: torch.Tensor, outputs: Any, hidden_grad: torch.Tensor | None
+    ) -> Start:
+        """Where the relevance walk starts: the exact head rule for class or prompt logits, else hidden x gradient."""
         if target.start == "hidden":
-
-            def from_hidden(rules: str) -> torch.Tensor:
-                return hidden_relevance(tape.pooled_from.detach(), hidden_grad, rules)  # type: ignore[arg-type, union-attr]
-
-            return from_hidden
+            return hidden_start(self._resolved, tape, hidden_grad)  # type: ignore[arg-type]
+        if self._pair is not None:
+            # logit = s <u, v_k> (+ bias) is linear in the image's normalised embedding u with weights s v_k;
+            # the norm passes relevance, so the embedding takes it; then the tower's own head rule
+            image = outputs.image_embeds.detach()
+            weights = self._logit_scale() * outputs.text_embeds.detach()[target.labels.T.to(image.device)]  # (T, B, E)
+            return self._embedding_start(self._resolved, tape, image, weights)
         onehot = torch.zeros(target.count, *logits.shape, dtype=torch.float32, device=logits.device)
         onehot.scatter_(-1, target.labels.T.unsqueeze(-1).to(logits.device), 1.0)
         return head_start(self._resolved, tape, onehot)
 
-    def _check_tape(self, tape: Tape) -> None:
+    @staticmethod
+    def _embedding_start(tower: ResolvedModel, tape: Tape, embedding: torch.Tensor, weights: torch.Tensor) -> Start:
+        """A tower's start for a scaled cosine: the linear rule on the normalised embedding (B, E) with the other
+        tower's (scaled) embedding as weights (T, B, E), then the tower's head (projection, pooling)."""
+
+        def start(rules: str) -> Any:
+            r_embedding = hidden_relevance(embedding.unsqueeze(-2), weights.unsqueeze(-2), rules).squeeze(-2)  # type: ignore[arg-type]
+            return head_start(tower, tape, r_embedding)(rules)  # type: ignore[arg-type]
+
+        return start
+
+    def _logit_scale(self) -> torch.Tensor:
+        return getattr(self._model, self._pair.logit_scale).detach().exp()  # type: ignore[union-attr]
+
+    def _text_side(
+        self, chosen: list[Method], outputs: Any, target: Target, model_kwargs: dict
+    ) -> dict[str, torch.Tensor]:
+        """Text relevance of each image's explained prompts, (B, T, L); padding and the readout token exactly 0.
+
+        The prompt's logit depends on the text tower only through v_k, and differs per image (through u_b),
+        so the text tower runs once more on one row per (target, image): row t*B + b is prompt k_bt, scored
+        s <u_b, v> (+ bias) with u_b fixed, which equals logits_per_image[b, k_bt] and has its gradient.
+        """
+        text, pair, recorder = self._text, self._pair, self._text_recorder
+        count, batch = target.count, target.labels.shape[0]
+        input_ids = model_kwargs["input_ids"]
+        prompts = target.labels.T.reshape(-1).to(input_ids.device)
+        images = torch.arange(batch, device=input_ids.device).repeat(count)
+        rows = {"input_ids": input_ids[prompts]}
+        for key in ("attention_mask", "position_ids"):
+            value = model_kwargs.get(key)
+            if isinstance(value, torch.Tensor) and value.shape[0] == input_ids.shape[0]:
+                rows[key] = value[prompts]
+        grad_layers, rule_depths = self._passes(chosen, len(text.blocks), 0)  # type: ignore[union-attr]
+        tape = recorder.new_tape(activations=bool(rule_depths))  # type: ignore[union-attr]
+        tape.positions = pair.text_readout(rows["input_ids"], text.config).to(input_ids.device)  # type: ignore[union-attr]
+        scale = self._logit_scale()
+        image = outputs.image_embeds.detach()[images.to(outputs.image_embeds.device)]
+        with torch.enable_grad() if grad_layers else torch.no_grad():
+            features = self._model.get_text_features(**rows)
+            features = features if isinstance(features, torch.Tensor) else features.pooler_output
+            embedding = torch.nn.functional.normalize(features, dim=-1)
+            scores = scale.to(embedding.dtype) * (image.to(embedding.device) * embedding).sum(dim=-1, keepdim=True)
+        self._check_tape(tape, text=True)
+        grads, _ = self._gradients(tape, scores, grad_layers, [])
+        start = self._embedding_start(text, tape, embedding.detach(), (scale * image).unsqueeze(0))  # type: ignore[arg-type]
+        last_pass = len(rule_depths) - 1
+        relevance = {
+            rules: propagate(text, tape, start, rules, depth, pixels, number == last_pass)  # type: ignore[arg-type]
+            for number, (rules, (depth, pixels)) in enumerate(rule_depths.items())
+        }
+        tokens = rows["input_ids"].shape[1]
+        readout = torch.zeros(len(prompts), tokens, dtype=torch.float32)
+        readout[torch.arange(len(prompts)), tape.positions.cpu()] = 1.0  # type: ignore[union-attr]
+        evidence = Evidence(
+            probs=[record.probs for record in tape.layers],
+            grads=grads,
+            relevance=relevance,
+            readout=readout,
+            patches=slice(0, tokens),
+            patch_weights=None,
+            start_layer=0,
+            targets=1,
+        )
+        padding = padding_mask(rows["input_ids"], rows.get("attention_mask"), text.config)  # type: ignore[union-attr]
+        padding = padding | (readout > 0).to(padding.device)  # the readout's own column, like CLS on the image side
+        padding = padding.reshape(count, batch, tokens).transpose(0, 1)
+        maps = {}
+        for m in chosen:
+            raw = m.compute(evidence)[0].reshape(count, batch, tokens).transpose(0, 1)
+            maps[m.name] = raw.masked_fill(padding.to(raw.device), 0.0).detach()
+        return maps
+
+    def _check_tape(self, tape: Tape, text: bool = False) -> None:
         missing = [i for i, record in enumerate(tape.layers) if record.probs is None]
-        if missing or tape.patch_out is None:
+        if missing or (tape.patch_out is None and not text):
             raise UnsupportedModelError(
                 f"the forward pass did not go through hfrel's capture (blocks {missing} recorded no attention); "
                 f"the model's attention implementation may have been changed while attached."
             )
 
     def _gradients(
-        self, tape: Tape, target: Target, layers: list[int], hidden: torch.Tensor | None
-    ) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
-        """grad of each target score w.r.t. A_l, (T, B, H, N, N), and w.r.t. `hidden` if given: one backward pass.
+        self, tape: Tape, scores: torch.Tensor, layers: list[int], extra: list[torch.Tensor]
+    ) -> tuple[dict[int, torch.Tensor], list[torch.Tensor]]:
+        """grad of each target score (B, T) w.r.t. A_l, (T, B, H, N, N), and w.r.t. `extra` tensors: one backward.
 
         Summing each target's score over the batch gives every image its own gradient; the T targets
         are batched through the backward pass with `is_grads_batched` (vmap over grad_outputs).
         """
-        inputs = [tape.layers[i].probs for i in layers] + ([hidden] if hidden is not None else [])
+        inputs = [tape.layers[i].probs for i in layers] + extra
         if not inputs:
-            return {}, None
-        scores = target.scores
+            return {}, []
+        count = scores.shape[1]
         with torch.enable_grad():
-            if target.count == 1:
+            if count == 1:
                 found = torch.autograd.grad(scores, inputs, torch.ones_like(scores), materialize_grads=True)
                 grads = [g.unsqueeze(0) for g in found]
             else:
-                seeds = torch.eye(target.count, dtype=scores.dtype, device=scores.device)
+                seeds = torch.eye(count, dtype=scores.dtype, device=scores.device)
                 seeds = seeds.unsqueeze(1).expand(-1, *scores.shape).contiguous()
-                grads = torch.autograd.grad(
-                    scores, inputs, grad_outputs=seeds, is_grads_batched=True, materialize_grads=True
+                grads = list(
+                    torch.autograd.grad(
+                        scores, inputs, grad_outputs=seeds, is_grads_batched=True, materialize_grads=True
+                    )
                 )
-        hidden_grad = widen(grads[-1]) if hidden is not None else None
-        return {layer: widen(grad) for layer, grad in zip(layers, grads, strict=False)}, hidden_grad
+        grads = [widen(g) for g in grads]
+        return dict(zip(layers, grads[: len(layers)], strict=True)), grads[len(layers) :]
 
     def _layout(self, tape: Tape, model_kwargs: dict) -> TokenLayout:
         """The batch's patch grid: from the patch embedding's output, or NaFlex's `spatial_shapes`."""
@@ -577,6 +729,8 @@ class Explainer:
             weights[:, 0] = 1.0
         elif resolved.pooling == "cls+dist":
             weights[:, :2] = 0.5
+        elif resolved.pooling == "probe":
+            pass  # the probe token is the readout; the methods start from its attention row
         else:
             weights = mean / 2
             weights[:, 0] = 0.5
@@ -590,6 +744,7 @@ class Explainer:
         pixel_values: torch.Tensor,
         logits: torch.Tensor,
         target: Target,
+        text: torch.Tensor | None = None,
     ) -> Explanation:
         raw = method.compute(evidence)  # (T, B, P) or (T, B, H, W) for pixel methods
         layout: TokenLayout = tape.layout  # type: ignore[assignment]
@@ -617,6 +772,7 @@ class Explainer:
         labels = target.labels
         if not target.many:
             raw, heatmap, labels = raw[:, 0], heatmap[:, 0], labels[:, 0]
+            text = None if text is None else text[:, 0]
         return Explanation(
             method=method.name,
             relevance=raw.detach(),
@@ -624,6 +780,7 @@ class Explainer:
             labels=labels,
             logits=logits,
             start_layer=evidence.start_layer if method.uses_start_layer else None,
+            text_relevance=text,
             sizes=sizes,
             heatmap_sizes=heatmap_sizes,
         )

@@ -57,6 +57,8 @@ class Explanation:
     """(B, num_labels) the model's logits for the batch."""
     start_layer: int | None
     """First block combined (methods that roll out over blocks); None for single-block methods."""
+    text_relevance: torch.Tensor | None = None
+    """Image–text models: (B[, K], L) relevance of each token of the explained prompt; padding 0. Else None."""
     sizes: torch.Tensor | None = None
     """NaFlex models (Siglip2), whose images each keep their own patch grid: (B, 2) the (rows, cols) of each
     image's own map, top-left in `relevance` (patches; pixels for "lrp"); the rest is padding, exactly 0.
@@ -88,13 +90,19 @@ class Explanation:
         """The same explanation with the target axis present, (B, K, ...), K = 1 when it was absent."""
         if self.has_target_axis:
             return self
+        text = None if self.text_relevance is None else self.text_relevance[:, None]
         return replace(
-            self, relevance=self.relevance[:, None], heatmap=self.heatmap[:, None], labels=self.labels[:, None]
+            self,
+            relevance=self.relevance[:, None],
+            heatmap=self.heatmap[:, None],
+            labels=self.labels[:, None],
+            text_relevance=text,
         )
 
     @property
     def probabilities(self) -> torch.Tensor:
-        """Softmax of the logits, (B, num_labels)."""
+        """Softmax of the logits, (B, num_labels); for SigLIP's prompts read `logits.sigmoid()` instead
+        (`Explainer.prompt_probabilities` says which)."""
         return self.logits.float().softmax(dim=-1)
 
     def cpu(self) -> Explanation:
@@ -105,6 +113,7 @@ class Explanation:
             heatmap=self.heatmap.cpu(),
             labels=self.labels.cpu(),
             logits=self.logits.cpu(),
+            text_relevance=None if self.text_relevance is None else self.text_relevance.cpu(),
             sizes=None if self.sizes is None else self.sizes.cpu(),
             heatmap_sizes=None if self.heatmap_sizes is None else self.heatmap_sizes.cpu(),
         )

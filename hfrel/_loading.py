@@ -42,9 +42,10 @@ def load_classifier(
     """(model, image processor) from a hub id or a folder saved with `save_pretrained`, in eval mode.
 
     The model is `AutoModelForImageClassification`'s, the processor `AutoImageProcessor`'s (the PIL
-    backend when torchvision is missing). Raises InputError when the folder does not exist or lacks
-    a model or processor, when a hub id cannot be fetched (no network, no such repository), and for
-    a device this machine does not have.
+    backend when torchvision is missing); a checkpoint of an image–text model (CLIPModel, SiglipModel,
+    MetaClip2Model) comes as `AutoModel`'s, with `AutoProcessor`'s tokenizer and image processor.
+    Raises InputError when the folder does not exist or lacks a model or processor, when a hub id
+    cannot be fetched (no network, no such repository), and for a device this machine does not have.
     """
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -64,6 +65,8 @@ def load_classifier(
     target = str(path) if local else name
     where = f"the folder {name}" if local else f"the hub id {name!r}"
     options = {} if dtype is None else {"dtype": dtype}
+    if _image_text_checkpoint(target):
+        return _load_image_text(target, where, options, target_device)
     try:
         model = AutoModelForImageClassification.from_pretrained(target, **options)
     except OSError as error:
@@ -84,6 +87,39 @@ def load_classifier(
             f"{_first_line(error)}"
         ) from error
     model.to(target_device).eval()
+    return model, processor
+
+
+def _image_text_checkpoint(target: str) -> bool:
+    """Whether the checkpoint's config names an image–text model hfrel explains (CLIPModel, SiglipModel, ...).
+
+    Read first, because AutoModelForImageClassification would load such a checkpoint as a classifier
+    with a new, random head."""
+    from transformers import AutoConfig
+
+    from hfrel.models._image_text import image_text_specs
+
+    try:
+        architectures = AutoConfig.from_pretrained(target).architectures or []
+    except (OSError, ValueError):
+        return False  # the classifier path below reports what is wrong
+    known = {name for spec in image_text_specs() for name in spec.classes}
+    return bool(known.intersection(architectures))
+
+
+def _load_image_text(target: str, where: str, options: dict, device: torch.device) -> tuple[torch.nn.Module, Any]:
+    """An image–text model with `AutoModel` and its processor (tokenizer + image processor) with `AutoProcessor`."""
+    from transformers import AutoModel, AutoProcessor
+
+    try:
+        model = AutoModel.from_pretrained(target, **options)
+        processor = AutoProcessor.from_pretrained(target)
+    except (OSError, ValueError) as error:
+        raise InputError(
+            f"could not load the image–text model or its processor (tokenizer and image processor) from {where}: "
+            f"{_first_line(error)}"
+        ) from error
+    model.to(device).eval()
     return model, processor
 
 

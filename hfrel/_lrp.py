@@ -209,26 +209,44 @@ class Relevance:
     """What one relevance walk produced."""
 
     attention: dict[int, torch.Tensor]  # block index -> R_A (T, B, H, N, N), after halving
-    pixels: torch.Tensor | None = None  # (T, B, H, W), summed over channels
+    pixels: torch.Tensor | None = None  # (T, B, H, W), summed over channels; a text tower: (T, B, N) tokens
     totals: dict[int, torch.Tensor] | None = None  # block index -> total relevance of its input (T, B)
     merges: dict[int, torch.Tensor] | None = None
     """Hierarchical models: index of the first block after a merge -> relevance of each merge source (T, B, N_s)."""
+    probe: torch.Tensor | None = None  # an attention-pooling head's R_A (T, B, H, 1, N), after halving
+    probe_query: torch.Tensor | None = None  # the relevance left on the probe's query (T, B): a learned constant
 
 
-def _head_relevance(resolved: ResolvedModel, tape: Tape, onehot: torch.Tensor, rules: Rules) -> torch.Tensor:
-    """Relevance on the pooled sequence (T, B, N, D), from one-hot relevance on the logits (T, B, C)."""
+def _head_relevance(
+    resolved: ResolvedModel, tape: Tape, relevance: torch.Tensor, rules: Rules
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Relevance on the pooled sequence (T, B, N, D) from relevance on the head's output (T, B, C).
+
+    The head's output is the logits (one-hot relevance) for classifiers, a tower's embedding for image–text
+    models; a model without head linears takes `relevance` on its pooled features. For an attention-pooling
+    head, also returns its R_A and the query's share.
+    """
     seq = widen(tape.pooled_from)
-    if resolved.pooling == "cls+dist":
+    if not resolved.heads:
+        r_features = relevance
+    elif resolved.pooling == "cls+dist":
         features = torch.cat([widen(t) for t in tape.head_in], dim=-1)
         weight = torch.cat([h.weight.to(seq.device) for h in resolved.heads], dim=1)
+        r_features = linear_rule(features, weight, relevance.to(features.device), rules)
     else:
         features, weight = widen(tape.head_in[0]), resolved.heads[0].weight
-    r_features = linear_rule(features, weight, onehot.to(features.device), rules)
+        r_features = linear_rule(features, weight, relevance.to(features.device), rules)
+    if resolved.pooling == "probe":
+        return _probe_relevance(resolved, tape.probe, r_features.to(seq.device), rules)  # type: ignore[arg-type]
     width = seq.shape[-1]
-    r_seq = torch.zeros(onehot.shape[0], *seq.shape, dtype=seq.dtype, device=seq.device)
+    r_seq = torch.zeros(relevance.shape[0], *seq.shape, dtype=seq.dtype, device=seq.device)
     prefix = resolved.prefix_tokens
     if resolved.pooling == "cls":
         r_seq[..., 0, :] = seq[:, 0] * sdiv(r_features.to(seq.device), seq[:, 0])
+    elif resolved.pooling == "token":
+        rows = torch.arange(seq.shape[0], device=seq.device)
+        chosen = seq[rows, tape.positions.to(seq.device)]  # type: ignore[union-attr]
+        r_seq[:, rows, tape.positions.to(seq.device)] = chosen * sdiv(r_features.to(seq.device), chosen)  # type: ignore[union-attr]
     elif resolved.pooling == "cls+dist":
         for token in (0, 1):
             part = r_features[..., token * width : (token + 1) * width].to(seq.device)
@@ -247,7 +265,53 @@ def _head_relevance(resolved: ResolvedModel, tape: Tape, onehot: torch.Tensor, r
         if resolved.pooling == "cls+mean":
             r_cls = r_features[..., :width].to(seq.device)
             r_seq[..., 0, :] = seq[:, 0] * sdiv(r_cls, seq[:, 0])
-    return r_seq
+    return r_seq, None, None
+
+
+def _probe_relevance(
+    resolved: ResolvedModel, record: LayerRecord, relevance: torch.Tensor, rules: Rules
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An attention-pooling head backwards, from its pooled output (T, B, D) to the hidden states (T, B, N, D).
+
+    `pooled = a + MLP(LN(a))`, `a = out_proj(A v)`, `A = softmax(q k^T)` with q from the learned probe:
+    the block rules (residual, linear, products), with no skip around the attention. The query's half of
+    R_A stays on the probe (a constant); returned as its total (T, B) so conservation can be checked.
+    """
+    probe = resolved.probe
+    attention = probe.attention  # type: ignore[union-attr]
+    a = widen(record.out_out)
+    r = relevance.unsqueeze(-2).to(a.device)
+    r_mlp, r_skip = residual_rule(widen(record.mlp_out), a, r, rules)
+    r_hidden = linear_rule(
+        record.mlp_h,
+        probe.mlp_out.weight,
+        r_mlp,
+        rules,
+        _forward_product(record.mlp_out, probe.mlp_out),  # type: ignore[union-attr]
+    )
+    r_norm = linear_rule(record.mlp_x, probe.mlp_in.weight, r_hidden, rules)  # type: ignore[union-attr]
+    r_a = fork_rule(a, r_skip, r_norm)
+    r_context = linear_rule(
+        record.out_in, attention.out_proj.weight, r_a, rules, _forward_product(record.out_out, attention.out_proj)
+    )
+    heads = attention.num_heads
+    r_context = r_context.reshape(*r_context.shape[:-1], heads, -1).transpose(-3, -2)  # (T, B, H, 1, d)
+    probs, v, q, k = (widen(t) for t in (record.probs.detach(), record.v, record.q, record.k))  # type: ignore[union-attr]
+    context = widen(record.out_in).reshape(*record.out_in.shape[:-1], heads, -1).transpose(-3, -2)  # type: ignore[union-attr]
+    r_probs, r_v = matmul_rule(probs, v, context, r_context)
+    r_q, r_k = matmul_rule(q, k.transpose(-1, -2), q @ k.transpose(-1, -2), r_probs)
+    r_k = r_k.transpose(-1, -2)
+    tokens = record.attn_in.shape[1]  # type: ignore[union-attr]
+    r_kv = torch.cat([t.transpose(-3, -2).reshape(*t.shape[:-3], tokens, -1) for t in (r_k, r_v)], dim=-1)
+    width = attention.embed_dim
+    weight = attention.in_proj_weight[width:]
+    product = None
+    outputs = torch.cat([record.projections["k"], record.projections["v"]], dim=-1)
+    if outputs.dtype in (torch.float32, torch.float64):
+        bias = attention.in_proj_bias
+        product = outputs.detach() - (0 if bias is None else bias[width:].detach().to(outputs.dtype))
+    r_seq = linear_rule(record.attn_in, weight, r_kv, rules, product)
+    return r_seq, r_probs, r_q.sum(dim=(-3, -2, -1))
 
 
 def hidden_relevance(hidden: torch.Tensor, grad: torch.Tensor, rules: Rules) -> torch.Tensor:
@@ -408,16 +472,38 @@ def _naflex_pixel_relevance(resolved: ResolvedModel, tape: Tape, relevance: torc
     return layout.patches_to_pixels(r_patches, patch_h)  # type: ignore[union-attr]
 
 
-Start = Callable[[Rules], torch.Tensor]
-"""The relevance a walk starts from, on the sequence the head reads (T, B, N, D), for one rule set."""
+StartRelevance = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+Start = Callable[[Rules], StartRelevance]
+"""The relevance a walk starts from, for one rule set: on the sequence the head reads (T, B, N, D), and for an
+attention-pooling head its R_A (T, B, H, 1, N) and the share left on its query (T, B)."""
 
 
-def head_start(resolved: ResolvedModel, tape: Tape, onehot: torch.Tensor) -> Start:
-    """The start for class logits: one-hot relevance (T, B, C) through the family's exact head rule."""
+def head_start(resolved: ResolvedModel, tape: Tape, relevance: torch.Tensor) -> Start:
+    """The start from relevance on the head's output (T, B, C): a one-hot on the logits, or an embedding's
+    relevance (image–text models), through the family's exact head rule."""
 
-    def start(rules: Rules) -> torch.Tensor:
-        with _Weights(resolved.model).loaded(*resolved.heads):
-            return _head_relevance(resolved, tape, widen(onehot), rules)
+    def start(rules: Rules) -> StartRelevance:
+        modules = [*resolved.heads, *([resolved.probe.module] if resolved.probe is not None else [])]
+        with _Weights(resolved.model).loaded(*modules):
+            return _head_relevance(resolved, tape, widen(relevance), rules)
+
+    return start
+
+
+def hidden_start(resolved: ResolvedModel, tape: Tape, grad: torch.Tensor) -> Start:
+    """The start for any target (hfrel's extension): hidden state x gradient through the linear rule.
+
+    `grad` is the target's gradient w.r.t. the last hidden states (T, B, N, D); for an attention-pooling
+    head, w.r.t. its pooled output (T, B, D), which then goes down through the head's rules.
+    """
+
+    def start(rules: Rules) -> StartRelevance:
+        if resolved.probe is None:
+            return hidden_relevance(tape.pooled_from.detach(), grad, rules), None, None  # type: ignore[union-attr]
+        pooled = tape.probe.y.detach().unsqueeze(-2)  # type: ignore[union-attr]
+        r_pooled = hidden_relevance(pooled, grad.unsqueeze(-2), rules).squeeze(-2)
+        with _Weights(resolved.model).loaded(resolved.probe.module):
+            return _head_relevance(resolved, tape, r_pooled, rules)
 
     return start
 
@@ -431,14 +517,15 @@ def propagate(
     to_pixels: bool,
     release: bool = False,
 ) -> Relevance:
-    """Walk relevance from its start (`head_start`, `hidden_relevance`, ...) down to block `down_to`, or to the pixels.
+    """Walk relevance from its start (`head_start`, `hidden_start`) down to block `down_to`, or to the pixels.
 
+    For a text tower "pixels" are the tokens: the relevance of the first block's input, summed over features.
     `release`: this is the tape's last relevance pass, so each block's activations (all but A_l) are
     dropped once the pass has left the block; the peak memory then falls as the pass goes down.
     """
     weights = _Weights(resolved.model)
     with torch.no_grad():
-        relevance = start(rules)
+        relevance, probe, probe_query = start(rules)
         attention: dict[int, torch.Tensor] = {}
         totals: dict[int, torch.Tensor] = {}
         merges: dict[int, torch.Tensor] = {}
@@ -459,7 +546,11 @@ def propagate(
                     relevance = _merge_relevance(merge, tape.merges[index], relevance, rules)
                 merges[index] = relevance.sum(dim=-1)
         pixels = None
-        if to_pixels:
+        if to_pixels and resolved.patch_embedding is None:  # a text tower: the tokens
+            pixels = relevance.sum(dim=-1)
+        elif to_pixels:
             with weights.loaded(resolved.patch_embedding):
                 pixels = _pixel_relevance(resolved, tape, relevance)
-    return Relevance(attention=attention, pixels=pixels, totals=totals, merges=merges)
+    return Relevance(
+        attention=attention, pixels=pixels, totals=totals, merges=merges, probe=probe, probe_query=probe_query
+    )

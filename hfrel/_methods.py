@@ -38,6 +38,8 @@ class Evidence:
     targets: int  # T
     layouts: list[WindowLayout | None] = field(default_factory=list)
     merges: dict[int, MergeLayout] = field(default_factory=dict)
+    probe_probs: torch.Tensor | None = None  # an attention-pooling head's A (B, H, 1, N): the last attention layer
+    probe_grads: torch.Tensor | None = None  # its gradient (T, B, H, 1, N)
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,17 @@ def _row(evidence: Evidence, layer: int, matrix: torch.Tensor, heads: bool = Fal
     return row.movedim(-3, -2) if heads else row
 
 
+def _probe_row(contribution: torch.Tensor) -> torch.Tensor:
+    """The probe token's row after the probe layer: mean over heads of its (..., B, H, 1, N) contribution."""
+    return contribution.mean(dim=-3).squeeze(-2)
+
+
 def _departure_chain(
-    evidence: Evidence, changes: Callable[[int], torch.Tensor], rules: Rules | None, lead: tuple[int, ...] | None
+    evidence: Evidence,
+    changes: Callable[[int], torch.Tensor],
+    rules: Rules | None,
+    lead: tuple[int, ...] | None,
+    probe: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The departure of readout . (I + X_{L-1}) ... (I + X_s) from the readout, over patch columns.
 
@@ -124,13 +135,16 @@ def _departure_chain(
     in, so a mean readout's uniform 1/P cannot round away a class-specific part many orders smaller
     (float32). Below each patch merge both `r` and `d` pass to the sources (shares per `rules`); the
     result is the departure from the readout carried alone, i.e. from the same chain with every X = 0.
+    `probe`: with an attention-pooling head, the probe token's row after its own layer (..., B, N): the
+    readout is then the probe token, which no block reads, so the row starts as `probe` and all of it is
+    departure.
     """
     readout: torch.Tensor | None = None
     departure: torch.Tensor | None = None
     for layer in range(len(evidence.probs) - 1, evidence.start_layer - 1, -1):
         x = changes(layer)
         if readout is None:
-            readout = _start_row(evidence, x, _lead(x) if lead is None else lead)
+            readout = probe if probe is not None else _start_row(evidence, x, _lead(x) if lead is None else lead)
         readout = readout.to(x.device)
         step = _times(evidence, layer, readout, x)  # the first block's term, d starting at 0
         if departure is not None:
@@ -140,31 +154,42 @@ def _departure_chain(
         if layer in evidence.merges:
             readout = _merge_down(evidence, readout, layer, rules)
             departure = _merge_down(evidence, departure, layer, rules)
+    if probe is not None:
+        departure = departure + probe.to(departure.device)  # type: ignore[operator]
     departure = _to_first_stage(evidence, departure, evidence.start_layer - 1, rules)  # type: ignore[arg-type]
     return departure[..., evidence.patches]
 
 
 def _rollout_product(
-    evidence: Evidence, contributions: Callable[[int], torch.Tensor], rules: Rules | None = None
+    evidence: Evidence,
+    contributions: Callable[[int], torch.Tensor],
+    rules: Rules | None = None,
+    probe: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The departure of readout . (I + C_{L-1}) ... (I + C_s) from the readout (see `_departure_chain`)."""
-    return _departure_chain(evidence, contributions, rules, None)
+    return _departure_chain(evidence, contributions, rules, None, probe)
 
 
 def _transformer_attribution(evidence: Evidence) -> torch.Tensor:
-    relevance = evidence.relevance["cvpr"].attention
+    relevance = evidence.relevance["cvpr"]
 
     def contribution(layer: int) -> torch.Tensor:
-        return (evidence.grads[layer] * relevance[layer]).clamp(min=0).mean(dim=-3)
+        return (evidence.grads[layer] * relevance.attention[layer]).clamp(min=0).mean(dim=-3)
 
-    return _rollout_product(evidence, contribution, "cvpr")
+    probe = None
+    if evidence.probe_probs is not None:
+        probe = _probe_row((evidence.probe_grads * relevance.probe).clamp(min=0))  # type: ignore[operator]
+    return _rollout_product(evidence, contribution, "cvpr", probe)
 
 
 def _generic_attention(evidence: Evidence) -> torch.Tensor:
     def contribution(layer: int) -> torch.Tensor:
         return (evidence.grads[layer] * widen(evidence.probs[layer].detach())).clamp(min=0).mean(dim=-3)
 
-    return _rollout_product(evidence, contribution)
+    probe = None
+    if evidence.probe_probs is not None:
+        probe = _probe_row((evidence.probe_grads * widen(evidence.probe_probs.detach())).clamp(min=0))  # type: ignore[operator]
+    return _rollout_product(evidence, contribution, None, probe)
 
 
 def _rollout(evidence: Evidence) -> torch.Tensor:
@@ -180,7 +205,10 @@ def _rollout(evidence: Evidence) -> torch.Tensor:
         # B_l - I: the diagonal subtraction is exact, B_l's diagonal lying in [1/2, 1]
         return mixed / mixed.sum(dim=-1, keepdim=True) - eye
 
-    return _departure_chain(evidence, change, None, ()).expand(evidence.targets, -1, -1)
+    probe = None
+    if evidence.probe_probs is not None:  # the probe's row of (mean_h A_p + I), normalised: half on itself
+        probe = widen(evidence.probe_probs.detach()).mean(dim=1).squeeze(-2) / 2
+    return _departure_chain(evidence, change, None, (), probe).expand(evidence.targets, -1, -1)
 
 
 def _last_columns(evidence: Evidence, row: torch.Tensor) -> torch.Tensor:
@@ -191,6 +219,9 @@ def _last_columns(evidence: Evidence, row: torch.Tensor) -> torch.Tensor:
 
 
 def _attention(evidence: Evidence) -> torch.Tensor:
+    if evidence.probe_probs is not None:  # the last attention layer is the probe's; its row is the readout
+        row = widen(evidence.probe_probs.detach()).clamp(min=0).mean(dim=1).squeeze(-2)
+        return row[..., evidence.patches].expand(evidence.targets, -1, -1)
     last = len(evidence.probs) - 1
     probs = widen(evidence.probs[last].detach())
     row = _row(evidence, last, probs.clamp(min=0).mean(dim=1))
@@ -199,6 +230,11 @@ def _attention(evidence: Evidence) -> torch.Tensor:
 
 
 def _attention_gradcam(evidence: Evidence) -> torch.Tensor:
+    if evidence.probe_probs is not None:
+        grads = evidence.probe_grads.squeeze(-2)[..., evidence.patches]  # type: ignore[union-attr]  (T, B, H, P)
+        rows = widen(evidence.probe_probs.detach()).squeeze(-2)[..., evidence.patches]
+        weights = _patch_mean(evidence, grads)  # (T, B, H, 1)
+        return (weights * rows.to(weights.device)).mean(dim=-2).clamp(min=0)
     last = len(evidence.probs) - 1
     probs = widen(evidence.probs[last].detach())
     weights = _patch_mean(evidence, _last_columns(evidence, _row(evidence, last, evidence.grads[last], heads=True)))
@@ -209,6 +245,9 @@ def _attention_gradcam(evidence: Evidence) -> torch.Tensor:
 
 
 def _partial_lrp(evidence: Evidence) -> torch.Tensor:
+    if evidence.probe_probs is not None:
+        row = evidence.relevance["classic"].probe.clamp(min=0).mean(dim=-3).squeeze(-2)  # type: ignore[union-attr]
+        return row[..., evidence.patches]
     last = len(evidence.probs) - 1
     relevance = evidence.relevance["classic"].attention[last]
     row = _row(evidence, last, relevance.clamp(min=0).mean(dim=-3))

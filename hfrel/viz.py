@@ -24,7 +24,16 @@ if TYPE_CHECKING:
 
     from hfrel._explanation import Explanation
 
-__all__ = ["colorize", "model_view", "overlay", "panel", "plot_explanation", "to_original", "to_rgb_array"]
+__all__ = [
+    "colorize",
+    "model_view",
+    "overlay",
+    "panel",
+    "plot_explanation",
+    "text_figure",
+    "to_original",
+    "to_rgb_array",
+]
 
 _TOLERANCE = 1e-3  # float images and maps may stray this far outside [0, 1] by rounding
 
@@ -220,3 +229,65 @@ def plot_explanation(
             row.append((picture, f"{name} ({float(probabilities[b, cls]):.1%})\n{explanation.method}"))
         rows.append(row)
     return _figure(rows, column_size)
+
+
+_CHAR = 0.085  # inches per character of the token font (monospace, 10 pt)
+_LINE = 0.32  # inches per line of tokens or title
+
+
+def text_figure(
+    tokens: Sequence[Sequence[str]],
+    relevance: Sequence[Any],
+    titles: Sequence[str] | None = None,
+    *,
+    cmap: str | matplotlib.colors.Colormap = "Reds",
+) -> matplotlib.figure.Figure:
+    """Each prompt's tokens on one line, each on a box shaded by its relevance, as the authors' CLIP notebook
+    shows text relevance: the positive part, divided by the prompt's largest value (an all-zero prompt stays white).
+
+    `tokens`: per prompt, its token strings; `relevance`: per prompt, one value per token (same lengths);
+    `titles`: a line above each prompt (e.g. the prompt and its probability). Save with `savefig(path, dpi=100)`.
+    """
+    from matplotlib.figure import Figure
+
+    if len(tokens) != len(relevance) or (titles is not None and len(titles) != len(tokens)):
+        raise InputError(
+            f"got {len(tokens)} token lists, {len(relevance)} relevance lists and "
+            f"{'no' if titles is None else len(titles)} titles; give one of each per prompt"
+        )
+    values = []
+    for words, scores in zip(tokens, relevance, strict=True):
+        array = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
+        if array.shape != (len(words),):
+            raise InputError(f"a prompt of {len(words)} tokens got relevance of shape {array.shape}")
+        positive = np.clip(np.nan_to_num(array), 0.0, None)
+        top = positive.max() if positive.size else 0.0
+        values.append(positive / top if top > 0 else positive)
+    colormap = _colormap(cmap)
+    lines_per_prompt = 2 if titles is not None else 1
+    widths = [sum(len(w) + 1 for w in words) * _CHAR + 2 * _GAP for words in tokens]
+    widths += [len(title) * 0.075 + 2 * _GAP for title in titles or []]  # 9-point proportional text, generously
+    width = max([*widths, 3.0])
+    height = len(tokens) * lines_per_prompt * _LINE + 2 * _GAP
+    figure = Figure(figsize=(width, height), facecolor="white")
+    for p, (words, shades) in enumerate(zip(tokens, values, strict=True)):
+        top_line = height - _GAP - p * lines_per_prompt * _LINE
+        if titles is not None:
+            figure.text(_GAP / width, (top_line - 0.5 * _LINE) / height, titles[p], fontsize=9, va="center")
+            top_line -= _LINE
+        left = _GAP
+        for word, shade in zip(words, shades, strict=True):
+            color = colormap(float(shade))
+            text_color = "white" if float(shade) > 0.6 else "black"
+            figure.text(
+                left / width,
+                (top_line - 0.5 * _LINE) / height,
+                word,
+                fontsize=10,
+                family="monospace",
+                va="center",
+                color=text_color,
+                bbox={"facecolor": color, "edgecolor": "none", "pad": 1.5},
+            )
+            left += (len(word) + 1) * _CHAR
+    return figure

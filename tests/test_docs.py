@@ -12,7 +12,8 @@ stated substitutions and nothing else:
   `hfrel.datasets.export_folder`); the evaluation snippet gets the bundled demo model, whose
   classes those scenes name; the backbone snippet gets a tiny `Dinov2Model` and a query embedding;
   the family snippet a tiny model of its own type `jepa-variant` (tests/test_registration.py; its
-  registration is undone after).
+  registration is undone after); the image–text snippet a tiny `CLIPModel` with an offline tokenizer's
+  processor and three `prompts`.
 - A snippet that cannot run as written says so in the docs, on the line before it:
   `<!-- doc-test: not run (fragment) -->`. The only accepted reason is "fragment", and the test
   checks it: the snippet must hold a `...` placeholder for the reader's own code.
@@ -116,6 +117,16 @@ def _jepa_variant() -> dict:
     return {"model": _variant(), "pixel_values": torch.randn(2, 3, 32, 32)}
 
 
+def _image_text() -> dict:
+    from tests import tiny
+
+    return {
+        "model": tiny.build("clip-model"),
+        "processor": tiny.image_text_processor("clip-model"),
+        "prompts": ["a photo of a cat", "a photo of a dog", "a red disk"],
+    }
+
+
 def _demo_data() -> dict:
     from hfrel.datasets import export_folder, load_demo_model, make_scenes
 
@@ -125,7 +136,12 @@ def _demo_data() -> dict:
 
 
 # Snippets that need other reader names than the common ones, found by a text they hold.
-SPECIAL = {"query_embedding": _backbone, 'name="jepa-variant"': _jepa_variant, '"my_data"': _demo_data}
+SPECIAL = {
+    "query_embedding": _backbone,
+    'name="jepa-variant"': _jepa_variant,
+    '"my_data"': _demo_data,
+    "text_relevance": _image_text,
+}
 
 
 @pytest.mark.parametrize(("where", "line", "reason", "code"), SNIPPETS, ids=[s[0] for s in SNIPPETS])

@@ -137,6 +137,21 @@ def test_any_image_size_the_model_accepts_padding_included(name, size):
         assert torch.isfinite(exp.relevance).all() and exp.relevance.abs().sum() > 0, method
 
 
+@pytest.mark.parametrize("size", [(24, 40), (16, 16), (20, 36)])
+def test_sizes_swin_cannot_run_are_refused_before_the_model_runs(size):
+    """Swin (v1) fails on a stage grid smaller than its window and keeps the shrunken window afterwards;
+    hfrel refuses such sizes up front, so the model still explains its own size after the refusal."""
+    model = _warm(tiny.build("swin"))
+    before = snapshot(model)
+    windows = [(block.window_size, block.shift_size) for block in _blocks(model)]
+    with hfrel.attach(model) as explainer:
+        with pytest.raises(hfrel.InputError, match=r"cannot take .* smaller than its 4x4 windows"):
+            explainer.explain(torch.randn(1, 3, *size))
+        assert explainer.explain(torch.randn(1, 3, 32, 32)).relevance.shape == (1, *GRID)
+    assert windows == [(block.window_size, block.shift_size) for block in _blocks(model)]
+    assert_same(before, snapshot(model))
+
+
 def test_absolute_position_embeddings_need_the_flag_at_other_sizes():
     with hfrel.attach(tiny.build("swin-absolute")) as explainer, pytest.raises(hfrel.InputError, match="interpolate"):
         explainer.explain(torch.randn(1, 3, 48, 40))

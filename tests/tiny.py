@@ -192,6 +192,12 @@ def _clip_vision_config() -> object:
     return tf.CLIPVisionConfig(**vision, projection_dim=16)
 
 
+def _siglip_vision_config() -> object:
+    vision = {k: v for k, v in COMMON.items() if k not in ("num_labels", "hidden_dropout_prob")}
+    vision["attention_dropout"] = vision.pop("attention_probs_dropout_prob")
+    return tf.SiglipVisionConfig(**vision)
+
+
 def _dinov2_config(config_class: type, **extra: object) -> object:
     keep = {k: v for k, v in COMMON.items() if k not in ("num_labels", "intermediate_size")}
     return config_class(**keep, mlp_ratio=2, **extra)
@@ -211,14 +217,96 @@ BACKBONES: dict[str, Callable[[], Case]] = {
     ),
     "clip-vision": lambda: (tf.CLIPVisionModel, _clip_vision_config()),
     "clip-vision-projection": lambda: (tf.CLIPVisionModelWithProjection, _clip_vision_config()),
+    "siglip-vision": lambda: (tf.SiglipVisionModel, _siglip_vision_config()),
 }
 """Backbones without a head, explained with `target=`."""
+
+
+def _image_text_configs() -> tuple[dict, dict]:
+    vision = {k: v for k, v in COMMON.items() if k not in ("num_labels", "hidden_dropout_prob")}
+    vision["attention_dropout"] = vision.pop("attention_probs_dropout_prob")
+    text = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, vocab_size=40)
+    text.update(max_position_embeddings=16, bos_token_id=2, eos_token_id=3, pad_token_id=0)
+    return vision, text
+
+
+def _clip_model() -> Case:
+    vision, text = _image_text_configs()
+    return tf.CLIPModel, tf.CLIPConfig(vision_config=vision, text_config=text, projection_dim=12)
+
+
+def _metaclip2_model() -> Case:
+    vision, text = _image_text_configs()
+    return tf.MetaClip2Model, tf.MetaClip2Config(vision_config=vision, text_config=text, projection_dim=12)
+
+
+def _siglip_model() -> Case:
+    vision, text = _image_text_configs()
+    text["projection_size"] = 32  # SigLIP's text head maps to the vision width
+    return tf.SiglipModel, tf.SiglipConfig(vision_config=vision, text_config=text)
+
+
+def _siglip2_model() -> Case:
+    vision, text = _image_text_configs()
+    del vision["image_size"]
+    vision["num_patches"] = 16  # a 4 x 4 grid of position embeddings, resized to each image's own grid
+    text["projection_size"] = 32
+    return tf.Siglip2Model, tf.Siglip2Config(vision_config=vision, text_config=text)
+
+
+IMAGE_TEXT: dict[str, Callable[[], Case]] = {
+    "clip-model": _clip_model,
+    "metaclip2-model": _metaclip2_model,
+    "siglip-model": _siglip_model,
+}
+NAFLEX_IMAGE_TEXT: dict[str, Callable[[], Case]] = {"siglip2-model": _siglip2_model}
+"""Image–text models with a NaFlex image tower: images already cut into patches (tests/test_naflex.py's batches)."""
+"""Image–text models, explained against prompts (`prompts()` gives token ids for them)."""
+
+
+def prompts(name: str) -> dict[str, torch.Tensor]:
+    """Three padded prompts of 3, 5 and 2 words as a processor would give them: BOS words EOS, then padding."""
+    words = [[7, 8, 9], [10, 11, 12, 13, 14], [15, 16]]
+    length = 2 + max(len(w) for w in words)
+    ids = torch.zeros(len(words), length, dtype=torch.long)
+    mask = torch.zeros(len(words), length, dtype=torch.long)
+    for row, w in enumerate(words):
+        ids[row, : len(w) + 2] = torch.tensor([2, *w, 3])
+        mask[row, : len(w) + 2] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "a", "photo", "of", "cat", "dog", "red", "disk", "ring"]
+
+
+def tokenizer() -> tf.PreTrainedTokenizerFast:
+    """A word-level tokenizer built offline (`TOKENS`): <s> words </s>, padded with <pad>; ids as `prompts` uses."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {word: index for index, word in enumerate(TOKENS)}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)]
+    )
+    return tf.PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+
+
+def image_text_processor(name: str) -> object:
+    """The processor of an image–text case: the tiny tokenizer and an image processor to 32x32 (resize 40, crop)."""
+    image_processor = tf.CLIPImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32})
+    processor_class = tf.SiglipProcessor if name.startswith("siglip") else tf.CLIPProcessor
+    return processor_class(image_processor=image_processor, tokenizer=tokenizer())
 
 
 def build(name: str, seed: int = 0, std: float = 0.3, attn_implementation: str | None = None) -> torch.nn.Module:
     """A tiny model of case `name`, with seeded random weights, in eval mode (default attention: sdpa)."""
     torch.manual_seed(seed)
-    model_class, config = {**CASES, **BACKBONES, **NAFLEX_CASES, **HIERARCHICAL}[name]()
+    model_class, config = {**CASES, **BACKBONES, **NAFLEX_CASES, **HIERARCHICAL, **IMAGE_TEXT, **NAFLEX_IMAGE_TEXT}[
+        name
+    ]()
     if attn_implementation is None:
         model = model_class(config)
     else:
@@ -229,4 +317,6 @@ def build(name: str, seed: int = 0, std: float = 0.3, attn_implementation: str |
                 k in param_name for k in ("token", "position", "embedding", "lambda", "relative_position_bias_table")
             ):
                 param.normal_(0.0, std)
+            if param_name in ("logit_scale", "logit_bias"):
+                param.fill_(1.0 if param_name == "logit_scale" else -1.0)
     return model.eval()

@@ -15,6 +15,7 @@ from hfrel._errors import InputError
 from hfrel._loading import load_classifier
 from hfrel._methods import METHODS
 from hfrel._options import method_names
+from hfrel.models._image_text import find_image_text_spec
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -76,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
     data = open_dataset(args.data, count=args.n)  # checked before the (slow) model load
     with contextlib.closing(data) if hasattr(data, "close") else contextlib.nullcontext():
         model, processor = load_classifier(args.model, device=args.device)
+        if find_image_text_spec(model) is not None:
+            raise InputError(
+                f"hfrel evaluate measures classifiers on labelled images; {args.model} is an image–text model "
+                f"({type(model).__name__}). Explain it with hfrel explain --text ..."
+            )
         report = evaluate(
             model,
             processor,

@@ -1,6 +1,7 @@
 """`hfrel explain`: relevance maps for images on disk, with any local or hub checkpoint.
 
     hfrel explain photos/ --model facebook/deit-small-patch16-224 --label "tabby cat" --label 281
+    hfrel explain photos/ --model openai/clip-vit-base-patch32 --text "a photo of a cat" --text "a photo of a dog"
 
 Per image it prints the top-k classes and writes, into --out/<image name>/, an overlay per
 (class, method), the paper's panel (input + one column per class and method), the raw maps
@@ -40,6 +41,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="L",
         help="class to explain: an index or a class name (case-insensitive); repeat for one map per class. "
         "Default: each image's predicted class",
+    )
+    parser.add_argument(
+        "--text",
+        action="append",
+        metavar="PROMPT",
+        help="a prompt, for image–text models (CLIP, SigLIP, MetaCLIP 2); repeat for several. Every prompt "
+        "is explained: prompts ranked with their probability, an overlay per (prompt, method), token relevance",
     )
     parser.add_argument("--top-k", type=int, default=5, metavar="K", help="classes printed per image (default 5)")
     parser.add_argument(
@@ -95,6 +103,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=args.progress,
         verbose=True,
         model_name=str(args.model),
+        text=args.text,
     )
     run_pipeline(request, Checkpoint(str(args.model), args.device, args.progress), names=CLI_NAMES)
     return 0

@@ -7,7 +7,7 @@ earlier 5.x releases as an alternative ("a|b": current layout first).
 from __future__ import annotations
 
 from hfrel.models._spec import FamilySpec, register_family
-from hfrel.models._swin import swin_windows
+from hfrel.models._swin import swin_size_problem, swin_windows
 
 # Roles shared by the ViT-shaped families (ViT, DeiT) across transformers 5.x layouts.
 _VIT_ROLES = dict(
@@ -229,6 +229,7 @@ SWIN = FamilySpec(
     stages="swin.encoder.layers",
     windows=swin_windows,
     embedding_norm="swin.embeddings.norm",
+    size_check=swin_size_problem,
     pooling="mean",
     prefix_tokens=0,
     interpolation=_absolute_positions_need_flag,
@@ -347,6 +348,24 @@ CLIP_VISION = FamilySpec(
     notes="the CLIP vision tower alone; pooler_output (and image_embeds) come from CLS after post_layernorm",
 )
 
+SIGLIP_VISION = FamilySpec(
+    name="siglip-vision",
+    model_types=("siglip_vision_model",),
+    classes=("SiglipVisionModel",),
+    embeddings="vision_model.embeddings|embeddings",
+    final_norm="vision_model.post_layernorm|post_layernorm",
+    heads=(),
+    pooling="probe",
+    probe="vision_model.head|head",
+    prefix_tokens=0,
+    attention="self_attn",
+    query="self_attn.q_proj",
+    key="self_attn.k_proj",
+    value="self_attn.v_proj",
+    out="self_attn.out_proj",
+    notes="the SigLIP vision tower: no CLS; pooler_output is an attention-pooling probe over all tokens",
+)
+
 BUILTIN_FAMILIES = (
     VIT,
     DEIT,
@@ -367,6 +386,7 @@ BUILTIN_FAMILIES = (
     DINOV2_BACKBONE,
     DINOV2_REGISTERS_BACKBONE,
     CLIP_VISION,
+    SIGLIP_VISION,
     SWIN,
     SWINV2,
 )

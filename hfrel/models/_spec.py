@@ -22,16 +22,19 @@ from hfrel._errors import FamilySpecError, UnsupportedModelError
 if TYPE_CHECKING:
     from hfrel.models._swin import WindowLayout
 
-Pooling = Literal["cls", "cls+dist", "mean", "cls+mean"]
+Pooling = Literal["cls", "cls+dist", "mean", "cls+mean", "token", "probe"]
 """How the classification head reads the token sequence.
 
 - "cls": the first token;
 - "cls+dist": the first two tokens (CLS, distillation), each with its own head, logits averaged;
 - "mean": the mean of the patch tokens;
-- "cls+mean": the first token concatenated with the mean of the patch tokens.
+- "cls+mean": the first token concatenated with the mean of the patch tokens;
+- "token": one token per sequence, at a position the explainer gives (a text tower's EOS or last token);
+- "probe": an attention-pooling head (a learned query attending over all tokens, SigLIP), whose
+  attention hfrel treats as the last attention layer.
 """
 
-POOLINGS: tuple[str, ...] = ("cls", "cls+dist", "mean", "cls+mean")
+POOLINGS: tuple[str, ...] = ("cls", "cls+dist", "mean", "cls+mean", "token", "probe")
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,12 @@ class FamilySpec:
     model's own eager attention class, swapped in while attached so attention probabilities exist."""
     probs_tap: str | None = None
     """With `eager_attention`: the block-relative module that receives the attention probabilities."""
+    tower: str | None = None
+    """Submodule holding this spec's blocks (an image–text model's "vision_model" or "text_model"); None: the model."""
+    modality: Literal["image", "text"] = "image"
+    """"image": patch tokens from a patch embedding; "text": token embeddings (no pixels, no patch grid)."""
+    probe: str | None = None
+    """With pooling "probe": the attention-pooling head (probe, `nn.MultiheadAttention`, layernorm, MLP)."""
     stages: str | None = None
     """Hierarchical models (Swin): path of the list of stages, each holding `stage_blocks` and optionally a
     patch-merging `merge` module after them; None: one list of blocks, found by type."""
@@ -100,6 +109,8 @@ class FamilySpec:
     """Scores are cosine similarities of q and k (SwinV2), times a learned per-head scale."""
     embedding_norm: str | None = None
     """A norm between the patch convolution and the position add (Swin), read by the pixel rule."""
+    size_check: Callable[[object, int, int], str | None] | None = None
+    """Image sizes the model cannot run: (config, height, width) -> what is wrong and what to do, or None."""
     patch_layout: Literal["grid", "naflex"] = "grid"
     """"grid": images (B, C, H, W) cut by a patch Conv2d; "naflex": already cut into patches, each image at
     its own aspect ratio (pixel_values (B, P, C*p*p) flattened row by row as (py, px, c), embedded by a
@@ -112,6 +123,8 @@ class FamilySpec:
             raise FamilySpecError(f"pooling must be one of {POOLINGS} or a callable, got {self.pooling!r}")
         if self.pooling == "cls+dist" and self.heads and len(self.heads) != 2:
             raise FamilySpecError('pooling "cls+dist" needs two heads (CLS head, distillation head)')
+        if (self.pooling == "probe") != (self.probe is not None):
+            raise FamilySpecError('pooling "probe" and probe go together: give both or neither')
         if (self.eager_attention is None) != (self.probs_tap is None):
             raise FamilySpecError("eager_attention and probs_tap go together: give both or neither")
 
@@ -142,6 +155,16 @@ class Block:
 
 
 @dataclass
+class Probe:
+    """An attention-pooling head: `a = MHA(probe, h, h)`, `pooled = a + MLP(LN(a))`, read at the probe's row."""
+
+    module: nn.Module
+    attention: nn.MultiheadAttention
+    mlp_in: nn.Linear
+    mlp_out: nn.Linear
+
+
+@dataclass
 class Merge:
     """A patch-merging layer between two stages: concatenate 2x2 tokens, norm and linear reduction."""
 
@@ -158,8 +181,9 @@ class ResolvedModel:
     config: object
     blocks: list[Block]
     embeddings: nn.Module
-    patch_embedding: nn.Conv2d | nn.Linear
-    """The patch embedding: a Conv2d over the image, or (NaFlex) a Linear over flattened patches."""
+    patch_embedding: nn.Conv2d | nn.Linear | None
+    """The patch embedding: a Conv2d over the image, or (NaFlex) a Linear over flattened patches; None for a
+    text tower."""
     final_norm: nn.Module | None
     heads: list[nn.Linear]
     pooling: Pooling
@@ -170,6 +194,7 @@ class ResolvedModel:
     """The size the model was trained at; (0, 0) for NaFlex models, which have none."""
     num_channels: int
     num_labels: int
+    probe: Probe | None = None
     interpolation: Literal["flag", "always"] = "flag"
     embedding_norm: nn.Module | None = None
     merges: dict[int, Merge] = field(default_factory=dict)
@@ -193,9 +218,11 @@ def registered_families() -> list[FamilySpec]:
 
 
 def supported_models() -> dict[str, list[str]]:
-    """Model classes hfrel can explain, by `model_type`."""
+    """Model classes hfrel can explain, by `model_type` (image–text models included)."""
+    from hfrel.models._image_text import image_text_specs  # that module builds on this one
+
     table: dict[str, list[str]] = {}
-    for spec in reversed(_REGISTRY):
+    for spec in [*reversed(_REGISTRY), *image_text_specs()]:
         for model_type in spec.model_types:
             names = table.setdefault(model_type, [])
             names.extend(c for c in spec.classes if c not in names)
@@ -313,6 +340,16 @@ def _resolve_block(spec: FamilySpec, block: nn.Module, where: str, num_heads: in
     )
 
 
+def _resolve_probe(model: nn.Module, path: str, where: str) -> Probe:
+    head = _need(model, path, nn.Module, "attention-pooling head", where)
+    return Probe(
+        module=head,
+        attention=_need(head, "attention", nn.MultiheadAttention, "probe attention", where),
+        mlp_in=_need(head, "mlp.fc1", nn.Linear, "probe MLP first linear", where),
+        mlp_out=_need(head, "mlp.fc2", nn.Linear, "probe MLP second linear", where),
+    )
+
+
 def _find_blocks(spec: FamilySpec, model: nn.Module) -> list[nn.Module]:
     """The blocks: the one ModuleList whose every child carries the query and MLP roles."""
     candidates = []
@@ -387,19 +424,23 @@ def resolve(spec: FamilySpec, model: nn.Module) -> ResolvedModel:
     if spec.stages is not None:
         modules, merges = _find_stages(spec, model, where)
     else:
-        modules = _find_blocks(spec, model)
+        tower = _need(model, spec.tower, nn.Module, "tower", where) if spec.tower else model
+        modules = _find_blocks(spec, tower)
     blocks = [
         _resolve_block(spec, b, f"{where} block {i}", _block_heads(b, spec, vision)) for i, b in enumerate(modules)
     ]
     embeddings = _need(model, spec.embeddings, nn.Module, "embeddings module", where)
     kind = nn.Linear if spec.patch_layout == "naflex" else nn.Conv2d
     found = [m for m in embeddings.modules() if isinstance(m, kind)]
-    if len(found) != 1:
+    image = spec.modality == "image"
+    if image and len(found) != 1:
         raise UnsupportedModelError(
             f"{where}: expected one patch-embedding {kind.__name__} in the embeddings, found {len(found)}"
         )
-    patch_embedding = found[0]
-    if isinstance(patch_embedding, nn.Conv2d):
+    patch_embedding = found[0] if image else None
+    if patch_embedding is None:  # a text tower
+        patch_size, channels = (1, 1), 0
+    elif isinstance(patch_embedding, nn.Conv2d):
         patch_size, channels = _pair(patch_embedding.stride), int(patch_embedding.in_channels)
     else:
         patch_size, channels = _pair(vision.patch_size), int(vision.num_channels)
@@ -434,6 +475,7 @@ def resolve(spec: FamilySpec, model: nn.Module) -> ResolvedModel:
         image_size=_pair(getattr(vision, "image_size", 0)),
         num_channels=channels,
         num_labels=int(num_labels),
+        probe=_resolve_probe(model, spec.probe, where) if spec.probe else None,
         interpolation=interpolation,
         embedding_norm=_need(model, spec.embedding_norm, nn.Module, "embedding norm", where)
         if spec.embedding_norm

@@ -188,6 +188,28 @@ def _merge_index(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     return merged, slot
 
 
+def swin_size_problem(config: object, height: int, width: int) -> str | None:
+    """Why transformers' Swin (v1) cannot take this image size, or None.
+
+    A Swin block shrinks its window to a stage grid smaller than the window, and then its relative
+    position bias no longer fits: the forward fails, and the block keeps the shrunken window for every
+    later call. Refused before the model runs, so the model is left as found.
+    """
+    patch_h, patch_w = (config.patch_size,) * 2 if isinstance(config.patch_size, int) else config.patch_size
+    window = int(config.window_size)
+    rows, cols = -(-height // patch_h), -(-width // patch_w)
+    for stage in range(len(config.depths)):
+        if min(rows, cols) < window:
+            return (
+                f"this Swin cannot take {height}x{width} images: stage {stage}'s token grid would be {rows}x{cols}, "
+                f"smaller than its {window}x{window} windows (transformers' Swin fails there, and keeps shrunken "
+                f"windows afterwards). Use images whose every stage grid is at least {window} tokens a side, "
+                f"e.g. the checkpoint's {config.image_size} px (its image processor resizes to it)."
+            )
+        rows, cols = (rows + 1) // 2, (cols + 1) // 2
+    return None
+
+
 def swin_windows(block: nn.Module, grid: tuple[int, int]) -> WindowLayout:
     """The layout a Swin / SwinV2 block used on this forward (its window and shift as it ran them)."""
     return WindowLayout(int(grid[0]), int(grid[1]), int(block.window_size), int(block.shift_size))

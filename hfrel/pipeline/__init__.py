@@ -28,6 +28,7 @@ import torch
 from hfrel._errors import InputError, LabelError
 from hfrel._labels import class_names, fixed_labels
 from hfrel._options import DEFAULT_METHOD
+from hfrel.models._image_text import find_image_text_spec, image_text_specs
 from hfrel.pipeline.batches import explain_items
 from hfrel.pipeline.console import Console, closing_line, transformers_progress_bars
 from hfrel.pipeline.inputs import items_from
@@ -57,6 +58,7 @@ class Request:
     progress: str = "auto"
     verbose: bool = False
     model_name: str | None = None
+    text: Sequence[str] | None = None  # prompts, for image–text models
 
 
 class ModelSource(Protocol):
@@ -116,6 +118,7 @@ def run(request: Request, source: ModelSource, *, names: dict[str, str] = API_NA
         progress=request.progress,
         names=names,
     )
+    prompts = _check_prompts(request, names)
     if request.label is not None and request.label_column is not None:
         raise LabelError(
             f"pass {names['label']} (the same classes for every image) or label_column (each example's own "
@@ -129,13 +132,20 @@ def run(request: Request, source: ModelSource, *, names: dict[str, str] = API_NA
     processes, device = join_processes(cpu=source.on_cpu())
     model, processor = processes.run_together(lambda: source.load(processes, device))
     config = getattr(model, "config", None)
-    num_labels = int(getattr(config, "num_labels", 0) or 0)
-    if num_labels < 1:
-        raise InputError(f"model must be a transformers image classifier with config.num_labels; got {type(model)}")
-    names_of_classes = class_names(getattr(config, "id2label", None), num_labels)
-    labels = None
-    if request.label is not None:
-        labels = fixed_labels(request.label, names_of_classes, num_labels, option=names["label"])
+    pair = find_image_text_spec(model)
+    _check_model_for_prompts(model, pair, prompts, request, names)
+    if pair is not None and prompts is not None:
+        num_labels = len(prompts)
+        names_of_classes = dict(enumerate(prompts))
+        labels: tuple[int, ...] | None = tuple(range(num_labels))  # every prompt is explained
+    else:
+        num_labels = int(getattr(config, "num_labels", 0) or 0)
+        if num_labels < 1:
+            raise InputError(f"model must be a transformers image classifier with config.num_labels; got {type(model)}")
+        names_of_classes = class_names(getattr(config, "id2label", None), num_labels)
+        labels = None
+        if request.label is not None:
+            labels = fixed_labels(request.label, names_of_classes, num_labels, option=names["label"])
     settings = Settings(
         out=out,
         methods=methods,
@@ -147,6 +157,9 @@ def run(request: Request, source: ModelSource, *, names: dict[str, str] = API_NA
         alpha=request.alpha,
         original_size=request.original_size,
         label_column=request.label_column,
+        prompts=prompts if pair is not None else None,
+        probabilities=pair.probabilities if pair is not None else "softmax",
+        text_padding=_text_padding(model, pair),
     )
     text = request.model_name or str(getattr(config, "name_or_path", "") or type(model).__name__)
     console = Console(verbose=request.verbose, progress=request.progress, processes=processes)
@@ -165,6 +178,51 @@ def run(request: Request, source: ModelSource, *, names: dict[str, str] = API_NA
     if request.verbose and processes.main:
         console.write(closing_line(outcome, out), sys.stdout)
     return outcome
+
+
+def _text_padding(model: torch.nn.Module, pair: Any) -> int | None:
+    """The length prompts are padded to: the text tower's full length for models trained so (SigLIP)."""
+    if pair is None or pair.text_padding != "max_length":
+        return None
+    return int(model.config.text_config.max_position_embeddings)
+
+
+def _check_prompts(request: Request, names: dict[str, str]) -> tuple[str, ...] | None:
+    """The prompts as a tuple of non-empty strings, or None; refused with a label (every prompt is explained)."""
+    if request.text is None:
+        return None
+    prompts = (request.text,) if isinstance(request.text, str) else tuple(request.text)
+    if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise InputError(f"{names['text']} takes non-empty prompts; got {list(prompts)!r}")
+    if request.label is not None or request.label_column is not None:
+        raise LabelError(
+            f"with {names['text']} every prompt is explained, each image's prompts ranked; drop {names['label']}"
+        )
+    return prompts
+
+
+def _check_model_for_prompts(
+    model: torch.nn.Module, pair: Any, prompts: tuple[str, ...] | None, request: Request, names: dict[str, str]
+) -> None:
+    """Prompts go with image–text models and only with them: a clear error either way (exit code 2)."""
+    shown = request.model_name or type(model).__name__
+    supported = ", ".join(sorted({c for spec in image_text_specs() for c in spec.classes}))
+    if prompts is not None and pair is None:
+        raise InputError(
+            f"{names['text']} explains prompts with an image–text model ({supported}); {shown} is a "
+            f"{type(model).__name__}, which scores classes: drop {names['text']} (use {names['label']} for classes)"
+        )
+    if pair is not None and pair.image.patch_layout == "naflex":
+        raise InputError(
+            f"{shown} ({type(model).__name__}) cuts each image into patches at its own aspect ratio (NaFlex); "
+            f"hfrel explain does not draw such models yet: explain them in Python with "
+            f"hfrel.attach(model).explain(**processor(text=..., images=..., return_tensors='pt'))"
+        )
+    if prompts is None and pair is not None:
+        raise InputError(
+            f"{shown} is an image–text model ({type(model).__name__}): it scores images against prompts; give them "
+            f'with {names["text"]}, e.g. {names["text"]} "a photo of a cat" {names["text"]} "a photo of a dog"'
+        )
 
 
 def explain_images(
@@ -186,6 +244,7 @@ def explain_images(
     progress: str = "auto",
     verbose: bool = False,
     model_name: str | None = None,
+    text: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Explain many images into `out`, writing the files `hfrel explain` writes; returns the summary.
 
@@ -195,6 +254,8 @@ def explain_images(
     list of classes, by index or name, for every image), else with `label_column` each example's own
     class from that column, else each image's predicted class; a label column is never read unless named.
     `method`: a method name or a list of them (all share one forward pass per batch).
+    `text`: prompts, for an image–text model (CLIPModel, SiglipModel, MetaClip2Model, with its processor
+    holding a tokenizer): every prompt is explained for every image, with the prompts' token relevance.
 
     Launched as several processes (`accelerate launch`, `torchrun`), each explains its share and the
     main process writes summary.json and index.json. Images whose record.json matches this run's
@@ -216,5 +277,6 @@ def explain_images(
         progress=progress,
         verbose=verbose,
         model_name=model_name,
+        text=text,
     )
     return run(request, _InMemory(model, processor)).summary

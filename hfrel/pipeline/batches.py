@@ -161,23 +161,41 @@ def explain_batch(
     """Explain and draw one batch of read images; one "ok" record per image, in order.
 
     All images share one forward pass and one `explain` call (K classes per image as a (B, K) label
-    table, or one class per image from a label column; all methods at once).
+    table, or one class per image from a label column; all methods at once). With prompts (an
+    image–text model) the processor reads the prompts with the images and every prompt is explained.
     """
     photos = [entry.photo.image for entry in batch]
-    pixel_values = processor(images=photos, return_tensors="pt")["pixel_values"]
     label = None
     if settings.labels is not None:
         label = torch.tensor([settings.labels] * len(batch), dtype=torch.long)
     elif settings.label_column is not None:
         label = torch.tensor([entry.photo.label for entry in batch], dtype=torch.long)
-    results = explainer.explain(pixel_values, label, method=list(settings.methods), start_layer=settings.start_layer)
+    methods = list(settings.methods)
+    if settings.prompts is not None:
+        padding: dict[str, Any] = {"padding": True}
+        if settings.text_padding is not None:
+            padding = {"padding": "max_length", "max_length": settings.text_padding, "truncation": True}
+        inputs = processor(text=list(settings.prompts), images=photos, return_tensors="pt", **padding)
+        pixel_values = inputs["pixel_values"]
+        results = explainer.explain(**inputs, label=label, method=methods, start_layer=settings.start_layer)
+        image_processor = getattr(processor, "image_processor", processor)
+    else:
+        pixel_values = processor(images=photos, return_tensors="pt")["pixel_values"]
+        results = explainer.explain(pixel_values, label, method=methods, start_layer=settings.start_layer)
+        image_processor = processor
     maps = {name: exp.cpu().with_target_axis() for name, exp in results.items()}
     first = maps[settings.methods[0]]
     targets = first.labels  # (B, K)
     logits = first.logits.float()
-    probabilities = logits.softmax(dim=-1)
+    probabilities = logits.sigmoid() if settings.probabilities == "sigmoid" else logits.softmax(dim=-1)
     top = probabilities.topk(settings.top_k, dim=-1)
-    views = model_view(pixel_values, processor)
+    views = model_view(pixel_values, image_processor)
+    texts: list[dict[str, Any] | None] = [None] * len(batch)
+    if settings.prompts is not None:
+        texts = [
+            _prompt_tokens(processor, inputs, {name: m.text_relevance[b] for name, m in maps.items()})
+            for b in range(len(batch))
+        ]
     return [
         write_image(
             entry.item,
@@ -188,8 +206,25 @@ def explain_batch(
             logits[b],
             probabilities[b],
             top.indices[b],
-            processor,
+            image_processor,
             settings,
+            texts[b],
         )
         for b, entry in enumerate(batch)
     ]
+
+
+def _prompt_tokens(processor: Any, inputs: Any, relevance: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Each prompt's tokens (padding left out) and, per method, their relevance: (K, L) maps of one image."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    ids = inputs["input_ids"]
+    mask = inputs.get("attention_mask")
+    tokens, kept = [], []
+    for k in range(ids.shape[0]):
+        real = mask[k].bool() if mask is not None else torch.ones(ids.shape[1], dtype=torch.bool)
+        kept.append(real)
+        tokens.append(tokenizer.convert_ids_to_tokens(ids[k][real].tolist()))
+    return {
+        "tokens": tokens,
+        "relevance": {name: [maps[k][kept[k]] for k in range(ids.shape[0])] for name, maps in relevance.items()},
+    }

@@ -84,4 +84,5 @@ def run_fingerprint(model: torch.nn.Module, processor: Any, settings: Settings) 
         "cmap": settings.cmap,
         "alpha": settings.alpha,
         "original_size": settings.original_size,
+        "text_padding": settings.text_padding,
     }

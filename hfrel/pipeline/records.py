@@ -40,7 +40,7 @@ def save_record(out: Path, record: dict[str, Any], fingerprint: dict[str, Any]) 
 
 def _listed_files(record: dict[str, Any]) -> list[str]:
     files = record["files"]
-    listed = [files["panel"], files["maps"]]
+    listed = [files["panel"], files["maps"], *files.get("text", {}).values()]
     for overlay in files["overlays"]:
         listed += [overlay[key] for key in ("file", "original") if key in overlay]
     return listed
@@ -123,6 +123,9 @@ def summarise(
     }
     if settings.label_column is not None:
         summary["label_column"] = settings.label_column
+    if settings.prompts is not None:
+        summary["prompts"] = list(settings.prompts)
+        summary["probabilities"] = settings.probabilities  # softmax over the prompts (CLIP) or a sigmoid each
     summary.update(
         {
             "start_layer": settings.start_layer,

@@ -19,6 +19,7 @@ CLI_NAMES = {
     "out": "--out",
     "start_layer": "--start-layer",
     "progress": "--progress",
+    "text": "--text",
 }
 API_NAMES = {key: key for key in CLI_NAMES}
 PROGRESS = ("auto", "always", "never")
@@ -38,6 +39,9 @@ class Settings:
     alpha: float
     original_size: bool
     label_column: str | None = None  # examples only: explain the class this column names
+    prompts: tuple[str, ...] | None = None  # image–text models: every prompt is explained, classes are prompts
+    probabilities: str = "softmax"  # how logits read as probabilities: "softmax" over classes, or a "sigmoid" each
+    text_padding: int | None = None  # prompts padded to this many tokens (SigLIP); None: to the longest prompt
 
 
 def check_options(

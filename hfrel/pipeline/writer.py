@@ -26,8 +26,12 @@ def write_image(
     top: torch.Tensor,
     processor: Any,
     settings: Settings,
+    text: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write one image's overlays, panel and maps.npz; return its record (paths relative to the output)."""
+    """Write one image's overlays, panel and maps.npz; return its record (paths relative to the output).
+
+    `text` (image–text models): each prompt's tokens and, per method, their relevance; drawn as one text
+    figure per method and kept in the record."""
     from hfrel import viz
 
     folder = settings.out / item.name
@@ -65,6 +69,15 @@ def write_image(
         view_array, columns, titles, input_title=item.source.title, cmap=settings.cmap, alpha=settings.alpha
     )
     figure.savefig(folder / "panel.png", dpi=100)
+    text_files = {}
+    if text is not None:
+        for method, relevance in text["relevance"].items():
+            titles = [f"{names[k]} ({float(probabilities[k]):.1%}), {method}" for k in range(len(text["tokens"]))]
+            drawing = viz.text_figure(text["tokens"], relevance, titles)
+            drawing.savefig(folder / f"text-{method}.png", dpi=100)
+            text_files[method] = f"{item.name}/text-{method}.png"
+            for k, values in enumerate(relevance):
+                arrays[f"text_relevance_{method}_{k}"] = values.float().numpy()
     np.savez_compressed(folder / "maps.npz", **arrays)
 
     def entry(cls: int) -> dict[str, Any]:
@@ -75,7 +88,7 @@ def write_image(
             "probability": float(probabilities[cls]),
         }
 
-    return {
+    record: dict[str, Any] = {
         "position": item.position,
         "input": item.source.text,
         "status": "ok",
@@ -86,6 +99,18 @@ def write_image(
         "explained": [entry(int(c)) for c in targets.tolist()],
         "files": {"panel": f"{item.name}/panel.png", "maps": f"{item.name}/maps.npz", "overlays": overlays},
     }
+    if text is not None:
+        record["prompts"] = [
+            {
+                **entry(k),
+                "text": names[k],
+                "tokens": text["tokens"][k],
+                "token_relevance": {method: [float(v) for v in rel[k]] for method, rel in text["relevance"].items()},
+            }
+            for k in range(len(text["tokens"]))
+        ]
+        record["files"]["text"] = text_files
+    return record
 
 
 def _slug(name: str) -> str:
