@@ -68,15 +68,18 @@ class Explorer:
 
     def __init__(self, model: torch.nn.Module, processor: Any, *, model_text: str) -> None:
         config = model.config
+        self.model = model
         self.model_text = model_text
-        self.num_labels = int(config.num_labels)
-        self.names = class_names(getattr(config, "id2label", None), self.num_labels)
-        repeated = {name for name in self.names.values() if list(self.names.values()).count(name) > 1}
-        # how a class is shown: its name, with its index when another class has the same name
-        self.shown = {i: f"{n} ({i})" if n in repeated else n for i, n in self.names.items()}
         self.processor = processor
         self.explainer = hfrel.attach(model)
         self.num_layers = self.explainer.num_layers
+        # an image–text model (CLIP, SigLIP, ...) scores prompts, not classes: the page asks for prompts
+        self.prompted = bool(getattr(self.explainer, "image_text", False))
+        self.num_labels = 0 if self.prompted else int(config.num_labels)
+        self.names = {} if self.prompted else class_names(getattr(config, "id2label", None), self.num_labels)
+        repeated = {name for name in self.names.values() if list(self.names.values()).count(name) > 1}
+        # how a class is shown: its name, with its index when another class has the same name
+        self.shown = {i: f"{n} ({i})" if n in repeated else n for i, n in self.names.items()}
         self._lock = threading.Lock()
         self._files = tempfile.TemporaryDirectory(prefix="hfrel-app-")
         self._count = 0
@@ -108,6 +111,27 @@ class Explorer:
             start = end
         return list(dict.fromkeys(chosen))
 
+    @staticmethod
+    def parse_prompts(text: str | Sequence[str] | None) -> list[str]:
+        """Prompts from text, one per line (or a list of them); each kept once, in order."""
+        values = [text] if isinstance(text, str) or text is None else list(text)
+        prompts = [line.strip() for value in values for line in str(value or "").splitlines()]
+        prompts = list(dict.fromkeys(line for line in prompts if line))
+        if not prompts:
+            raise InputError("no prompt: an image–text model scores an image against prompts; give one per line")
+        return prompts
+
+    def _prompt_inputs(self, photo: Image.Image, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """The processor's tokens and pixels, prompts padded as the model was trained (SigLIP: full length)."""
+        from hfrel.models._image_text import find_image_text_spec
+
+        padding: dict[str, Any] = {"padding": True}
+        spec = find_image_text_spec(self.model)
+        if spec is not None and spec.text_padding == "max_length":
+            length = int(self.model.config.text_config.max_position_embeddings)
+            padding = {"padding": "max_length", "max_length": length, "truncation": True}
+        return dict(self.processor(text=prompts, images=[photo], return_tensors="pt", **padding))
+
     def explain(
         self,
         path: str | Path | None,
@@ -131,27 +155,37 @@ class Explorer:
             photo = load_image(path)
         except InputError as error:  # name the upload as the user knows it, not by its temporary path
             raise InputError(str(error).replace(str(path), f"the upload {path.name!r}")) from None
-        labels = self.parse_classes(classes)
+        prompts = self.parse_prompts(classes) if self.prompted else []
+        labels = list(range(len(prompts))) if self.prompted else self.parse_classes(classes)
         chosen = [methods] if isinstance(methods, str) else list(methods or [])
         if not chosen:
             raise hfrel.MethodError(f"choose at least one method; hfrel's methods are: {', '.join(hfrel.methods())}")
         viz._colormap(cmap)
         if not 0.0 <= float(alpha) <= 1.0:
             raise InputError(f"opacity must be in [0, 1]; got {alpha}")
-        pixel_values = self.processor(images=[photo], return_tensors="pt")["pixel_values"]
         label = torch.tensor([labels]) if labels else None
+        if self.prompted:
+            inputs = self._prompt_inputs(photo, prompts)
+            shown = dict(enumerate(prompts))
+        else:
+            inputs = {"pixel_values": self.processor(images=[photo], return_tensors="pt")["pixel_values"]}
+            shown = self.shown
         with self._lock:
-            results = self.explainer.explain(pixel_values, label, method=chosen, start_layer=int(start_layer))
+            results = self.explainer.explain(**inputs, label=label, method=chosen, start_layer=int(start_layer))
             self._count += 1
             number = self._count
         first = results[chosen[0]].cpu()
-        probabilities = first.probabilities[0]
+        logits = first.logits[0].float()
+        sigmoid = self.prompted and self.explainer.prompt_probabilities == "sigmoid"
+        probabilities = logits.sigmoid() if sigmoid else logits.softmax(dim=-1)  # SigLIP: each prompt on its own
         targets = first.labels.reshape(-1).tolist()
-        top = probabilities.topk(min(TOP_K, self.num_labels))
-        view = (model_view(pixel_values, self.processor)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        top = probabilities.topk(min(TOP_K, len(probabilities)))
+        image_processor = getattr(self.processor, "image_processor", self.processor)
+        pixels = inputs["pixel_values"]
+        view = (model_view(pixels, image_processor)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         arrays: dict[str, np.ndarray] = {
             "labels": np.asarray(targets, dtype=np.int64),
-            "logits": first.logits[0].float().numpy(),
+            "logits": logits.numpy(),
             "image": view,
         }
         heat: dict[str, torch.Tensor] = {}
@@ -165,10 +199,10 @@ class Explorer:
         for k, cls in enumerate(targets):
             for method in chosen:
                 picture = viz.overlay(view, heat[method][k], cmap, float(alpha))
-                caption = f"{self.shown[cls]} · {float(probabilities[cls]):.1%} · {method}"
+                caption = f"{shown[cls]} · {float(probabilities[cls]):.1%} · {method}"
                 overlays.append((picture, caption))
                 columns.append(heat[method][k])
-                titles.append(f"{self.shown[cls]} ({float(probabilities[cls]):.1%})\n{method}")
+                titles.append(f"{shown[cls]} ({float(probabilities[cls]):.1%})\n{method}")
         picture = None
         if panel:
             figure = viz.panel(view, columns, titles, input_title=path.name, cmap=cmap, alpha=float(alpha))
@@ -179,12 +213,14 @@ class Explorer:
         folder.mkdir()
         maps = folder / f"{_stem(path.name)}-maps.npz"
         np.savez_compressed(maps, **arrays)
-        explained = ", ".join(self.shown[c] for c in targets)
+        explained = ", ".join(shown[c] for c in targets)
         how = "the predicted class" if not labels else "the chosen class" + "es" * (len(labels) > 1)
+        if self.prompted:
+            how = "each prompt"
         message = f"Explained {how}: {explained}; with {', '.join(chosen)} (start layer {int(start_layer)})."
         return Answer(
             view=_for_display(Image.fromarray(view)),
-            top={self.shown[int(i)]: float(p) for p, i in zip(top.values, top.indices, strict=True)},
+            top={shown[int(i)]: float(p) for p, i in zip(top.values, top.indices, strict=True)},
             panel=picture,
             overlays=overlays,
             maps=maps,
@@ -245,10 +281,13 @@ def build_app(explorer: Explorer, examples: Sequence[Path] = ()) -> gradio.Block
     pick.__annotations__["event"] = gr.SelectData  # gradio passes the click by this annotation
 
     with gr.Blocks(title="hfrel explorer", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
+        what = "an image–text model" if explorer.prompted else f"{explorer.num_labels} classes"
+        asked = "write prompts and choose methods" if explorer.prompted else "choose classes and methods"
+        unit = "prompt" if explorer.prompted else "class"
         gr.Markdown(
-            f"## hfrel explorer\nModel `{explorer.model_text}` ({explorer.num_labels} classes, "
-            f"{explorer.num_layers} blocks). Upload an image, choose classes and methods: one relevance map "
-            "per class and method (Chefer, Gur & Wolf, CVPR 2021, and its baselines)."
+            f"## hfrel explorer\nModel `{explorer.model_text}` ({what}, {explorer.num_layers} blocks). Upload an "
+            f"image, {asked}: one relevance map per {unit} and method (Chefer, Gur & Wolf, CVPR 2021, and its "
+            "baselines)."
         )
         with gr.Row():
             with gr.Column(scale=2, min_width=300):
@@ -271,12 +310,20 @@ def build_app(explorer: Explorer, examples: Sequence[Path] = ()) -> gradio.Block
                         elem_id="hfrel-examples",
                     )
                     gallery.select(pick, None, upload, api_visibility="private")
-                classes = gr.Dropdown(
-                    choices=choices,
-                    multiselect=True,
-                    label="classes (empty: the predicted class)",
-                    elem_id="hfrel-classes",
-                )
+                if explorer.prompted:  # an image–text model: every prompt is scored and explained
+                    classes = gr.Textbox(
+                        lines=3,
+                        label="prompts (one per line)",
+                        placeholder="a photo of a cat\na photo of a dog",
+                        elem_id="hfrel-prompts",
+                    )
+                else:
+                    classes = gr.Dropdown(
+                        choices=choices,
+                        multiselect=True,
+                        label="classes (empty: the predicted class)",
+                        elem_id="hfrel-classes",
+                    )
                 chosen = gr.CheckboxGroup(
                     choices=methods, value=[DEFAULT_METHOD], label="methods", elem_id="hfrel-methods"
                 )
@@ -291,9 +338,14 @@ def build_app(explorer: Explorer, examples: Sequence[Path] = ()) -> gradio.Block
                     view = gr.Image(
                         label="as the model sees it", format="png", height=230, elem_id="hfrel-view", scale=1
                     )
-                    top = gr.Label(num_top_classes=TOP_K, label="top classes", elem_id="hfrel-top", scale=1)
+                    top = gr.Label(
+                        num_top_classes=TOP_K,
+                        label="top prompts" if explorer.prompted else "top classes",
+                        elem_id="hfrel-top",
+                        scale=1,
+                    )
                 overlays = gr.Gallery(
-                    label="maps: one per class and method",
+                    label=f"maps: one per {unit} and method",
                     columns=4,
                     height=250,
                     object_fit="contain",
@@ -320,7 +372,8 @@ def build_app(explorer: Explorer, examples: Sequence[Path] = ()) -> gradio.Block
             [api_overlays, api_top],
             api_name="explain",
             api_description="Explain an image file: classes as text (comma-separated names or indices, empty = "
-            "the predicted class), methods as a list of names. Returns the overlays and the top classes.",
+            "the predicted class; for an image–text model, the prompts, one per line), methods as a list of names. "
+            "Returns the overlays and the top classes.",
         )
     return app
 
