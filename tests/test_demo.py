@@ -70,3 +70,25 @@ def test_demo_rejects_bad_options_before_loading_anything(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main(["demo", "--out", str(tmp_path / "file"), "--scenes", "1"]) == 2
     assert "is a file; give a folder" in capsys.readouterr().err
+
+
+def test_zero_shot_demo_runs_offline_in_under_a_minute(tmp_path):
+    """`hfrel demo --zero-shot`: the bundled tiny CLIP, prompts, token relevance and panels, offline."""
+    script = shutil.which("hfrel")
+    assert script, "the `hfrel` console script is not installed: pip install -e ."
+    out = tmp_path / "zero_shot"
+    done = subprocess.run(
+        [script, "demo", "--zero-shot", "--out", str(out), "--scenes", "2"],
+        env=_offline_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in sorted(out.iterdir())] == ["scene_0.png", "scene_1.png"]
+    for path in sorted(out.iterdir()):
+        _assert_panel(path, columns=1 + 3 * 2)
+    assert "top prompts: 'a photo of a" in done.stdout
+    assert "token relevance (transformer_attribution) for 'a photo of a" in done.stdout
+    assert "transformer_attribution" in done.stdout and "class-agnostic" in done.stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -21,7 +22,14 @@ from hfrel import viz
 from hfrel._errors import InputError
 from hfrel._methods import METHODS
 from hfrel._options import method_names
-from hfrel.datasets import CLASS_NAMES, SceneDataset, load_demo_model, make_scenes
+from hfrel.datasets import (
+    CLASS_NAMES,
+    ZERO_SHOT_PROMPTS,
+    SceneDataset,
+    load_demo_model,
+    load_zero_shot_model,
+    make_scenes,
+)
 from hfrel.datasets._demo_model import DEMO_SEED
 from hfrel.datasets._scores import heat_on_objects
 
@@ -56,6 +64,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--seed", type=int, default=None, metavar="S", help="scene seed (default: the held-out demo seed)"
     )
+    parser.add_argument(
+        "--zero-shot",
+        action="store_true",
+        help="use the bundled tiny CLIP instead: score each scene against the prompts 'a photo of a {shape}' "
+        "and explain both objects' prompts, with each prompt's token relevance",
+    )
     parser.set_defaults(run=run)
 
 
@@ -75,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     methods = _check(args.method, args.scenes, args.seed, args.out)
     transformers_logging.disable_progress_bar()  # a weight-loading bar for a 0.6 MB model is noise here
     seed = DEMO_SEED if args.seed is None else args.seed
+    if args.zero_shot:
+        return _run_zero_shot(args, methods, seed)
     model, processor = load_demo_model(device="cpu")
     scenes = make_scenes(args.scenes, objects=2, seed=seed)
     pixel_values = processor(list(scenes.uint8()), return_tensors="pt").pixel_values
@@ -112,14 +128,69 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_zero_shot(args: argparse.Namespace, methods: list[str], seed: int) -> int:
+    """The same demo with the bundled tiny CLIP: prompts instead of classes, and each prompt's token relevance."""
+    model, processor = load_zero_shot_model(device="cpu")
+    scenes = make_scenes(args.scenes, objects=2, seed=seed)
+    prompts = list(ZERO_SHOT_PROMPTS)
+    inputs = processor(text=prompts, images=list(scenes.uint8()), return_tensors="pt", padding=True)
+    with hfrel.attach(model) as explainer:
+        results = explainer.explain(**inputs, label=scenes.labels, method=methods)
+
+    vision = model.config.vision_config
+    print(
+        f"zero-shot demo model: tiny CLIP (image tower: ViT, {vision.num_hidden_layers} blocks, {vision.image_size}x"
+        f"{vision.image_size} input; a word-level tokenizer), trained on captioned scenes of one or two shapes"
+    )
+    print(
+        f"{len(scenes)} held-out scenes with two objects each (seed {seed}); prompts: {', '.join(map(repr, prompts))}"
+    )
+    print("explaining both objects' prompts\n")
+    probabilities = next(iter(results.values())).logits.float().softmax(dim=-1)  # CLIP: softmax over the prompts
+    top = probabilities.topk(3, dim=-1)
+    tokenizer = processor.tokenizer
+    paper = results.get("transformer_attribution", next(iter(results.values())))
+    for i in range(len(scenes)):
+        objects = " + ".join(CLASS_NAMES[c] for c in scenes.labels[i].tolist())
+        ranked = ", ".join(
+            f"'{prompts[c]}' {p:.0%}" for p, c in zip(top.values[i].tolist(), top.indices[i].tolist(), strict=True)
+        )
+        print(f"scene {i}: {objects:<18} top prompts: {ranked}")
+        if paper.text_relevance is not None:
+            for k, label in enumerate(scenes.labels[i].tolist()):
+                ids = inputs["input_ids"][label][inputs["attention_mask"][label].bool()]
+                tokens = tokenizer.convert_ids_to_tokens(ids.tolist())
+                weights = paper.text_relevance[i, k, : len(tokens)].float()
+                shares = weights.clamp(min=0) / weights.clamp(min=0).sum().clamp(min=1e-30)
+                shown = " ".join(f"{t}:{w:.0%}" for t, w in zip(tokens, shares.tolist(), strict=True))
+                print(f"    token relevance ({paper.method}) for '{prompts[label]}': {shown}")
+
+    print("\nmaps that put more heat on their own prompt's object than on the other object:")
+    width = max(map(len, methods))
+    for name in methods:
+        heat = heat_on_objects(results[name].heatmap, scenes.masks)  # (B, 2, 2)
+        own, other = heat.diagonal(dim1=1, dim2=2), heat.flip(-1).diagonal(dim1=1, dim2=2)
+        specific = int((own > other).sum())
+        note = "" if METHODS[name].class_specific else "  (class-agnostic: the same map for every prompt)"
+        print(f"  {name:<{width}}  {specific} of {own.numel()}{note}")
+
+    names = [f"'{p}'" for p in prompts]
+    paths = _write_panels(args.out, scenes, results, methods, probabilities, names)
+    print(f"\nwrote {len(paths)} panels to {args.out.resolve()}:")
+    for path in paths:
+        print(f"  {path}")
+    return 0
+
+
 def _write_panels(
     out: Path,
     scenes: SceneDataset,
     results: dict[str, hfrel.Explanation],
     methods: list[str],
     probabilities: torch.Tensor,
+    names: Sequence[str] = CLASS_NAMES,
 ) -> list[Path]:
-    """One PNG per scene: the input, then for each method the map of each object's class."""
+    """One PNG per scene: the input, then for each method the map of each object's class (or prompt)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(len(scenes)):
@@ -128,7 +199,7 @@ def _write_panels(
         for name in methods:
             for k, label in enumerate(labels):
                 heatmaps.append(results[name].heatmap[i, k])
-                titles.append(f"{CLASS_NAMES[label]} ({probabilities[i, label]:.0%})\n{name}")
+                titles.append(f"{names[label]} ({probabilities[i, label]:.0%})\n{name}")
         figure = viz.panel(
             scenes.images[i],
             heatmaps,
