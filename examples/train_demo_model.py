@@ -18,7 +18,7 @@ import argparse
 import hashlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -145,9 +145,17 @@ def main() -> None:
     if args.steps < 1 or args.batch < 2 or args.threads < 1 or not 0.0 <= args.two_object_share <= 1.0:
         parser.error("--steps, --batch (>= 2) and --threads must be positive, and --two-object-share in [0, 1]")
 
+    train(args, build_model)
+
+
+def train(args: argparse.Namespace, build: Callable[[int], torch.nn.Module]) -> None:
+    """Train `build(TRAINING_SEED)` on fresh scenes as the parsed `args` say, test it, save it with the processor.
+
+    Shared by the demo ViT and the Swin example (examples/train_swin_model.py): same data, schedule and report.
+    """
     torch.set_num_threads(args.threads)
     wall, cpu = time.perf_counter(), time.process_time()
-    model = build_model(TRAINING_SEED)
+    model = build(TRAINING_SEED)
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
     warmup = max(1, args.steps // 20)
 
