@@ -81,7 +81,8 @@ class LayerRecord:
     out_out: torch.Tensor | None = None  # its output
     projections: dict[str, torch.Tensor] = field(default_factory=dict)  # outputs of the q/k/v linears (B, N, H*d)
     mlp_x: torch.Tensor | None = None  # input of the first MLP linear(s)
-    mlp_h: torch.Tensor | None = None  # input of the second MLP linear
+    mlp_h: torch.Tensor | None = None  # input of the second MLP linear; None when `mlp_pre` rebuilds it
+    mlp_pre: torch.Tensor | None = None  # output of the first MLP linear, when its activation rebuilds `mlp_h`
     mlp_out: torch.Tensor | None = None  # its output
     y: torch.Tensor | None = None  # output of the block
     attn_branch: torch.Tensor | None = None  # post-norm blocks: the attention branch after its norm (B, N, D)
@@ -142,6 +143,9 @@ class Recorder:
     def __init__(self, resolved: ResolvedModel) -> None:
         self._resolved = resolved
         self.tape: Tape | None = None
+        # block index -> whether its activation module, applied to the first MLP linear's output, gives exactly
+        # the second linear's input (checked on the first explanation; see `_on_mlp_out`)
+        self._activation_exact: dict[int, bool] = {}
 
     def new_tape(self, activations: bool) -> Tape:
         self.tape = Tape(layers=[LayerRecord() for _ in self._resolved.blocks], activations=activations)
@@ -275,17 +279,34 @@ class Recorder:
         return hook
 
     def _on_mlp_in(self, index: int) -> Callable:
+        rebuilds = self._resolved.blocks[index].mlp_act is not None
+
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
             if (record := self._layer(index)) is not None:
                 record.mlp_x = _first(args, kwargs, "input")
+                full = output.dtype in (torch.float32, torch.float64)
+                if rebuilds and full and self._activation_exact.get(index, True):
+                    record.mlp_pre = output
 
         return hook
 
     def _on_mlp_out(self, index: int) -> Callable:
+        """Keeps the second MLP linear's input, or, where the block's activation rebuilds it bit for bit from the
+        first linear's output, that output instead: the same memory, and the relevance rule of the first linear
+        then gets its denominator from one matrix product instead of two (`_lrp._forward_product`)."""
+        activation = self._resolved.blocks[index].mlp_act
+
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
-            if (record := self._layer(index)) is not None:
-                record.mlp_h = _first(args, kwargs, "input")
-                record.mlp_out = output
+            if (record := self._layer(index)) is None:
+                return
+            record.mlp_out = output
+            hidden = _first(args, kwargs, "input")
+            if record.mlp_pre is not None and index not in self._activation_exact:
+                with torch.no_grad():  # forward(), not __call__: no hooks of the user's fire
+                    rebuilt = activation.forward(record.mlp_pre.detach())  # type: ignore[union-attr]
+                self._activation_exact[index] = torch.equal(rebuilt, hidden.detach())
+            if record.mlp_pre is None or not self._activation_exact[index]:
+                record.mlp_pre, record.mlp_h = None, hidden
 
         return hook
 

@@ -663,28 +663,33 @@ class Explainer:
     def _gradients(
         self, tape: Tape, scores: torch.Tensor, layers: list[int], extra: list[torch.Tensor]
     ) -> tuple[dict[int, torch.Tensor], list[torch.Tensor]]:
-        """grad of each target score (B, T) w.r.t. A_l, (T, B, H, N, N), and w.r.t. `extra` tensors: one backward.
+        """grad of each target score (B, T) w.r.t. A_l, (T, B, H, N, N), and w.r.t. `extra` tensors.
 
-        Summing each target's score over the batch gives every image its own gradient; the T targets
-        are batched through the backward pass with `is_grads_batched` (vmap over grad_outputs).
+        Summing each target's score over the batch gives every image its own gradient. The T targets take one
+        backward pass each through the one graph: autograd's batched gradients (`is_grads_batched`) run on the
+        legacy vmap, which loops over the targets anyway in the softmax, GELU and layer-norm backward and then
+        concatenates the pieces, so a plain loop is faster (DeiT-small shape, batch 8, 4 targets: see
+        docs/performance.md).
         """
         inputs = [tape.layers[i].probs for i in layers] + extra
         if not inputs:
             return {}, []
         count = scores.shape[1]
+        grads: list[torch.Tensor] = []
         with torch.enable_grad():
-            if count == 1:
-                found = torch.autograd.grad(scores, inputs, torch.ones_like(scores), materialize_grads=True)
-                grads = [g.unsqueeze(0) for g in found]
-            else:
-                seeds = torch.eye(count, dtype=scores.dtype, device=scores.device)
-                seeds = seeds.unsqueeze(1).expand(-1, *scores.shape).contiguous()
-                grads = list(
-                    torch.autograd.grad(
-                        scores, inputs, grad_outputs=seeds, is_grads_batched=True, materialize_grads=True
-                    )
+            for target in range(count):
+                seed = torch.zeros_like(scores)
+                seed[:, target] = 1.0
+                found = torch.autograd.grad(
+                    scores, inputs, seed, retain_graph=target < count - 1, materialize_grads=True
                 )
-        grads = [widen(g) for g in grads]
+                if count == 1:
+                    grads = [widen(g).unsqueeze(0) for g in found]
+                    break
+                if not grads:
+                    grads = [torch.empty(count, *g.shape, dtype=widen(g).dtype, device=g.device) for g in found]
+                for stacked, g in zip(grads, found, strict=True):
+                    stacked[target].copy_(g)
         return dict(zip(layers, grads[: len(layers)], strict=True)), grads[len(layers) :]
 
     def _layout(self, tape: Tape, model_kwargs: dict) -> TokenLayout:

@@ -354,18 +354,34 @@ def _scaled(value: torch.Tensor, scale: torch.Tensor | float | None) -> torch.Te
     return value * scale
 
 
+def _live_rows(relevance: torch.Tensor) -> torch.Tensor | None:
+    """The token rows of relevance (..., N, D) that are not all zero, if they are at most half of them; else None.
+
+    Relevance enters the top block only at the tokens the head reads (CLS, say): every token-wise rule (residual
+    adds, norms, MLP, output linear) then maps the other rows' exact zeros to exact zeros, so the block's work
+    on them can be skipped without changing a digit (the sums the rules take see only zeros there).
+    """
+    live = relevance.ne(0).reshape(-1, *relevance.shape[-2:]).any(dim=0).any(dim=-1)
+    if int(live.sum()) * 2 > live.numel():
+        return None
+    return live.nonzero().squeeze(-1)
+
+
 def _block_relevance(
     block: Block,
     record: LayerRecord,
     relevance: torch.Tensor,
     rules: Rules,
     need_input: bool,
+    rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One block backwards: returns R_A (after halving) and, if `need_input`, the relevance of the block input.
 
     Residual stream, norms and MLP live in the stage's raster token order; the attention (q/k/v, A, the
     output linear) in the block's window order where `record.layout` says so. Window partition, shift
     and padding are a permutation (plus zeros), so relevance moves with the tokens between the two.
+    `rows` (blocks without windows): the only tokens whose relevance is not zero (`_live_rows`); the token-wise
+    rules, the output linear and the rows of A then run on those tokens alone.
     """
     layout = record.layout
 
@@ -375,8 +391,24 @@ def _block_relevance(
     def to_windows(t: torch.Tensor) -> torch.Tensor:
         return t if layout is None else layout.to_windows(t)
 
+    def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+        """The live rows of a (B, N, ...) record."""
+        return t if rows is None or t is None else t[:, rows]
+
+    def spread(t: torch.Tensor) -> torch.Tensor:
+        """Relevance (..., n, F) on the live rows back on all N tokens (..., N, F), zeros elsewhere."""
+        if rows is None:
+            return t
+        full = t.new_zeros(*t.shape[:-2], tokens, t.shape[-1])
+        full[..., rows, :] = t
+        return full
+
     x = widen(record.x)
+    tokens = x.shape[-2]
     relevance = relevance.to(x.device)
+    if rows is not None:
+        rows = rows.to(x.device)
+        relevance = relevance[..., rows, :]
     scale_attn, scale_mlp = block.scales()
     if block.branch_norms is not None:  # post-norm: each branch ends in a norm, which passes relevance
         attn_branch, mlp_branch = widen(record.attn_branch), widen(record.mlp_branch)
@@ -386,39 +418,47 @@ def _block_relevance(
     mid = x + attn_branch  # the stream between the two residual adds
 
     # MLP half: residual add, second linear, activation (passes), first linear(s), norm (passes), fork.
-    r_mlp, r_mid_skip = residual_rule(mlp_branch, mid, relevance, rules)
-    r_hidden = linear_rule(
-        record.mlp_h, block.mlp_out.weight, r_mlp, rules, _forward_product(record.mlp_out, block.mlp_out)
-    )
+    r_mlp, r_mid_skip = residual_rule(pick(mlp_branch), pick(mid), relevance, rules)
+    hidden = pick(record.mlp_h)
+    if hidden is None:  # the tape kept the first linear's output instead; the activation rebuilds it exactly
+        hidden = block.mlp_act.forward(pick(record.mlp_pre))  # type: ignore[union-attr]
+    product = _forward_product(pick(record.mlp_out), block.mlp_out)
+    r_hidden = linear_rule(hidden, block.mlp_out.weight, r_mlp, rules, product)
     if block.mlp_gate is not None:
         # act(gate) * up: a product of two factors, treated like the attention products (halved each).
-        r_hidden = widen(record.mlp_h) * sdiv(r_hidden, widen(record.mlp_h)) / 2
+        r_hidden = widen(hidden) * sdiv(r_hidden, widen(hidden)) / 2
         weight = torch.cat([block.mlp_gate.weight, block.mlp_in.weight], dim=0)
         r_hidden = torch.cat([r_hidden, r_hidden], dim=-1)
     else:
         weight = block.mlp_in.weight
-    # no forward product here: the first MLP linear's output is not otherwise kept, and keeping it for
-    # every block costs more memory (about a quarter of forward+backward) than the saved product is worth
-    r_mlp_in = linear_rule(record.mlp_x, weight, r_hidden, rules)
-    r_mid = fork_rule(mid, r_mid_skip, r_mlp_in)
+    product = _forward_product(pick(record.mlp_pre), block.mlp_in)
+    r_mlp_in = linear_rule(pick(record.mlp_x), weight, r_hidden, rules, product)  # type: ignore[arg-type]
+    r_mid = fork_rule(pick(mid), r_mid_skip, r_mlp_in)  # type: ignore[arg-type]
 
     # Attention half: residual add, output linear, A v, (softmax passes) q k^T, q/k/v linears, fork.
-    r_attn, r_x_skip = residual_rule(attn_branch, x, r_mid, rules)
+    r_attn, r_x_skip = residual_rule(pick(attn_branch), pick(x), r_mid, rules)  # type: ignore[arg-type]
     r_attn = to_windows(r_attn)
-    r_context = linear_rule(record.out_in, block.out.weight, r_attn, rules, _forward_product(record.out_out, block.out))
-    _b, n, _ = r_context.shape[-3:]
+    product = _forward_product(pick(record.out_out), block.out)
+    r_context = linear_rule(pick(record.out_in), block.out.weight, r_attn, rules, product)  # type: ignore[arg-type]
     r_context = r_context.reshape(*r_context.shape[:-1], block.num_heads, -1).transpose(-3, -2)
     probs, v = widen(record.probs.detach()), widen(record.v)
     # A_l v is the output linear's input, heads side by side: read it back rather than keep a copy
-    context = widen(record.out_in).reshape(*record.out_in.shape[:-1], block.num_heads, -1).transpose(-3, -2)
-    r_probs, r_v = matmul_rule(probs, v, context, r_context)
+    out_in = widen(pick(record.out_in))  # type: ignore[arg-type]
+    context = out_in.reshape(*out_in.shape[:-1], block.num_heads, -1).transpose(-3, -2)
+    if rows is not None:
+        probs = probs[..., rows, :]
+    r_rows, r_v = matmul_rule(probs, v, context, r_context)  # R_A on the live rows (all rows if `rows` is None)
+    r_probs = spread(r_rows)
     if not need_input:
         return r_probs, None
     q, k = widen(record.q), widen(record.k)
     if block.cosine_scores:  # S = scale * q^ k^T: the normalisations pass relevance, like the norms
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
-    r_q, r_k = matmul_rule(q, k.transpose(-1, -2), q @ k.transpose(-1, -2), r_probs)
-    r_k = r_k.transpose(-1, -2)
+    if rows is not None:
+        q = q[..., rows, :]
+    r_q, r_k = matmul_rule(q, k.transpose(-1, -2), q @ k.transpose(-1, -2), r_rows)
+    r_q, r_k = spread(r_q), r_k.transpose(-1, -2)
+    n = r_k.shape[-2]
     r_qkv = torch.cat([t.transpose(-3, -2).reshape(*t.shape[:-3], n, -1) for t in (r_q, r_k, r_v)], dim=-1)
     weight = torch.cat([block.query.weight, block.key.weight, block.value.weight], dim=0)
     product = None
@@ -426,7 +466,7 @@ def _block_relevance(
         outputs = torch.cat([record.projections[name] for name in "qkv"], dim=-1)
         product = _forward_product(outputs, block.query, block.key, block.value)
     r_attn_in = to_tokens(linear_rule(record.attn_in, weight, r_qkv, rules, product))
-    return r_probs, fork_rule(x, r_x_skip, r_attn_in)
+    return r_probs, fork_rule(x, spread(r_x_skip), r_attn_in)
 
 
 def _merge_relevance(merge: Merge, record: MergeRecord, relevance: torch.Tensor, rules: Rules) -> torch.Tensor:
@@ -534,10 +574,12 @@ def propagate(
             merge = resolved.merges.get(index)  # a patch merge below this block: the walk goes through it
             need_input = index > last or to_pixels or merge is not None
             block = resolved.blocks[index]
+            record = tape.layers[index]
+            rows = _live_rows(relevance) if index == len(resolved.blocks) - 1 and record.layout is None else None
             with weights.loaded(block.module):
-                r_probs, relevance = _block_relevance(block, tape.layers[index], relevance, rules, need_input)
+                r_probs, relevance = _block_relevance(block, record, relevance, rules, need_input, rows)
             if release:
-                tape.layers[index].release()
+                record.release()
             attention[index] = r_probs
             if relevance is not None:
                 totals[index] = relevance.sum(dim=(-2, -1))

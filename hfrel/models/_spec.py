@@ -148,6 +148,9 @@ class Block:
     branch_norms: tuple[nn.Module, nn.Module] | None = None
     """Post-norm blocks: the norms ending the attention and MLP branches."""
     cosine_scores: bool = False
+    mlp_act: nn.Module | None = None
+    """The activation between the two MLP linears of a plain MLP, found by type (the MLP's one parameterless
+    module that is not a linear or dropout); None if there is no single such module or the MLP is gated."""
 
     def scales(self) -> tuple[torch.Tensor | float | None, torch.Tensor | float | None]:
         """Current layer-scale values (read at use time, so training updates are seen)."""
@@ -337,7 +340,22 @@ def _resolve_block(spec: FamilySpec, block: nn.Module, where: str, num_heads: in
         if spec.branch_norms
         else None,
         cosine_scores=spec.cosine_scores,
+        mlp_act=None if gate is not None else _activation(block, _get(block, spec.mlp_in)),
     )
+
+
+def _activation(block: nn.Module, mlp_in: nn.Module) -> nn.Module | None:
+    """The activation module beside the first MLP linear: the only child of its parent that has no parameters and
+    is not a linear or a dropout (`activation_fn`, `intermediate_act_fn`, ...); None where that is ambiguous."""
+    parent = next((m for m in block.modules() if any(c is mlp_in for c in m.children())), None)
+    if parent is None:
+        return None
+    found = [
+        child
+        for child in parent.children()
+        if not isinstance(child, (nn.Linear, nn.Dropout)) and next(child.parameters(), None) is None
+    ]
+    return found[0] if len(found) == 1 else None
 
 
 def _resolve_probe(model: nn.Module, path: str, where: str) -> Probe:
