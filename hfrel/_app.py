@@ -27,7 +27,7 @@ from PIL import Image
 import hfrel
 from hfrel import viz
 from hfrel._errors import HfrelError, InputError
-from hfrel._images import load_image, model_view
+from hfrel._images import check_naflex_processor, image_inputs, load_image, model_views, naflex_call_options
 from hfrel._labels import class_names, label_from_name
 from hfrel._options import DEFAULT_METHOD
 
@@ -72,6 +72,11 @@ class Explorer:
         self.model_text = model_text
         self.processor = processor
         self.explainer = hfrel.attach(model)
+        try:  # a NaFlex model (Siglip2) with a processor that does not cut patches: refused before the page opens
+            check_naflex_processor(processor, self.explainer.patch_layout, model_text)
+        except HfrelError:
+            self.explainer.detach()
+            raise
         self.num_layers = self.explainer.num_layers
         # an image–text model (CLIP, SigLIP, ...) scores prompts, not classes: the page asks for prompts
         self.prompted = bool(getattr(self.explainer, "image_text", False))
@@ -130,7 +135,8 @@ class Explorer:
         if spec is not None and spec.text_padding == "max_length":
             length = int(self.model.config.text_config.max_position_embeddings)
             padding = {"padding": "max_length", "max_length": length, "truncation": True}
-        return dict(self.processor(text=prompts, images=[photo], return_tensors="pt", **padding))
+        options = {**padding, **naflex_call_options(self.processor)}
+        return dict(self.processor(text=prompts, images=[photo], return_tensors="pt", **options))
 
     def explain(
         self,
@@ -168,7 +174,8 @@ class Explorer:
             inputs = self._prompt_inputs(photo, prompts)
             shown = dict(enumerate(prompts))
         else:
-            inputs = {"pixel_values": self.processor(images=[photo], return_tensors="pt")["pixel_values"]}
+            outputs = self.processor(images=[photo], return_tensors="pt")
+            inputs = image_inputs(outputs, self.explainer.patch_layout)  # NaFlex: with its patch mask and grid
             shown = self.shown
         with self._lock:
             results = self.explainer.explain(**inputs, label=label, method=chosen, start_layer=int(start_layer))
@@ -181,8 +188,8 @@ class Explorer:
         targets = first.labels.reshape(-1).tolist()
         top = probabilities.topk(min(TOP_K, len(probabilities)))
         image_processor = getattr(self.processor, "image_processor", self.processor)
-        pixels = inputs["pixel_values"]
-        view = (model_view(pixels, image_processor)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        seen = model_views(inputs, image_processor)[0]  # NaFlex: at the image's own aspect ratio
+        view = (seen.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         arrays: dict[str, np.ndarray] = {
             "labels": np.asarray(targets, dtype=np.int64),
             "logits": logits.numpy(),
@@ -190,9 +197,9 @@ class Explorer:
         }
         heat: dict[str, torch.Tensor] = {}
         for method, explanation in results.items():
-            explanation = explanation.cpu()
-            heat[method] = explanation.heatmap.reshape(len(targets), *explanation.heatmap.shape[-2:])
-            relevance = explanation.relevance.reshape(len(targets), *explanation.relevance.shape[-2:])
+            relevance, heatmap = explanation.cpu().image(0)  # NaFlex: the image's own grid, no padding
+            heat[method] = heatmap.reshape(len(targets), *heatmap.shape[-2:])
+            relevance = relevance.reshape(len(targets), *relevance.shape[-2:])
             arrays[f"relevance_{method}"] = relevance.float().numpy()  # (K, gh, gw), as hfrel explain stores it
             arrays[f"heatmap_{method}"] = heat[method].float().numpy()
         overlays, columns, titles = [], [], []

@@ -17,7 +17,8 @@ class HfrelError(Exception):
 
 
 class UnsupportedModelError(HfrelError, ValueError):
-    """The model is not one hfrel can explain (architecture, head or module layout)."""
+    """The model is not one hfrel can explain (architecture, head or module layout), or one the part of hfrel
+    asked does not handle yet (`evaluate` and NaFlex models)."""
 
 
 class FamilySpecError(HfrelError, ValueError):

@@ -145,6 +145,12 @@ class Explainer:
         return self._pair.probabilities if self._pair is not None else None
 
     @property
+    def patch_layout(self) -> str:
+        """How images reach the model: "grid" ((B, C, H, W) pixels, one grid for the batch) or "naflex"
+        (Siglip2: patches at each image's own aspect ratio, with pixel_attention_mask and spatial_shapes)."""
+        return self._resolved.spec.patch_layout
+
+    @property
     def num_layers(self) -> int:
         return len(self._resolved.blocks)
 

@@ -3,6 +3,7 @@
 Every reader in hfrel (CLI, evaluation, demo) goes through `load_image`, so EXIF orientation,
 transparency, palettes and 16-bit files are handled once. `model_view` and `to_original` are the
 two ways to line a map up with a picture: on the image the model saw, or on the photo as loaded.
+`model_views` and `image_inputs` do the same for NaFlex models (Siglip2), whose images each keep their own size.
 """
 
 from __future__ import annotations
@@ -176,6 +177,12 @@ def output_names(paths: Sequence[Path], reserved: Iterable[str] = ()) -> list[st
 def model_view(pixel_values: torch.Tensor, processor: Any) -> torch.Tensor:
     """The images as the model saw them, (B, 3, H, W) in [0, 1]: the processor's normalisation and
     rescaling undone, its resizing and cropping kept, so a heatmap lines up with it pixel for pixel."""
+    if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
+        got = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+        raise InputError(
+            f"model_view takes pixel_values of shape (B, C, H, W); got {got}. NaFlex processors (Siglip2) return "
+            f"patches (B, P, C*p*p): put each image back together from its spatial_shapes rows x cols patches first."
+        )
     pixels = pixel_values.detach().float().cpu()
     if getattr(processor, "do_normalize", False):
         mean = torch.as_tensor(processor.image_mean, dtype=torch.float32).reshape(1, -1, 1, 1)
@@ -186,6 +193,98 @@ def model_view(pixel_values: torch.Tensor, processor: Any) -> torch.Tensor:
     else:
         pixels = pixels / 255.0
     return pixels.clamp(0.0, 1.0)
+
+
+# NaFlex image processors (Siglip2) return, besides the patches, what the model needs to read them.
+NAFLEX_INPUTS = ("pixel_attention_mask", "spatial_shapes")
+
+
+def is_naflex_processor(processor: Any) -> bool:
+    """Whether an image processor cuts each image into patches at its own aspect ratio (Siglip2's NaFlex)."""
+    return "spatial_shapes" in (getattr(processor, "model_input_names", None) or ())
+
+
+def check_naflex_processor(processor: Any, patch_layout: str, model_text: str) -> None:
+    """A NaFlex model needs its NaFlex image processor (patches + spatial_shapes), and a grid model one that
+    gives (B, C, H, W) pixels: refused up front, before any file is written, saying which processor fits."""
+    image_processor = getattr(processor, "image_processor", processor)
+    naflex = is_naflex_processor(image_processor)
+    if patch_layout == "naflex" and not naflex:
+        raise InputError(
+            f"{model_text} is a NaFlex model: it takes each image cut into patches at its own aspect ratio, with "
+            f"{' and '.join(NAFLEX_INPUTS)}; {type(image_processor).__name__} does not return those. Use the "
+            f"checkpoint's own image processor (e.g. Siglip2ImageProcessor, or AutoProcessor.from_pretrained)."
+        )
+    if patch_layout != "naflex" and naflex:
+        raise InputError(
+            f"{type(image_processor).__name__} cuts images into NaFlex patches, but {model_text} takes (B, C, H, W) "
+            f"pixels: use the checkpoint's own image processor (AutoImageProcessor.from_pretrained)."
+        )
+
+
+def image_inputs(outputs: Any, patch_layout: str) -> dict[str, torch.Tensor]:
+    """What an image classifier takes from its image processor's outputs: pixel_values, and for a NaFlex
+    model also each image's patch mask and grid (without them its patches cannot be read)."""
+    keys = ("pixel_values", *NAFLEX_INPUTS) if patch_layout == "naflex" else ("pixel_values",)
+    return {key: outputs[key] for key in keys if key in outputs}
+
+
+def naflex_call_options(processor: Any) -> dict[str, Any]:
+    """Keyword arguments that make a processor cut images as its image processor's own settings say.
+
+    Siglip2Processor's call applies its class defaults (patch_size=16, max_num_patches=256) over its image
+    processor's settings; passing those settings explicitly keeps the patches, the drawn view and the
+    mapping back to the photo in agreement. {} for other processors."""
+    image_processor = getattr(processor, "image_processor", processor)
+    if not is_naflex_processor(image_processor):
+        return {}
+    return {"patch_size": image_processor.patch_size, "max_num_patches": image_processor.max_num_patches}
+
+
+def model_views(inputs: Any, processor: Any) -> list[torch.Tensor]:
+    """Each image as the model saw it, (3, H_b, W_b) in [0, 1]. NaFlex patches (with `spatial_shapes`) are put
+    back together on the image's own grid, padding left out, so each map lines up with its own picture."""
+    pixel_values = inputs["pixel_values"]
+    shapes = inputs.get("spatial_shapes")
+    if shapes is None:
+        return list(model_view(pixel_values, processor).unbind(0))
+    patch = _naflex_patch(processor)
+    channels = pixel_values.shape[-1] // (patch * patch)
+    views = []
+    for index, (rows, cols) in enumerate(shapes.tolist()):  # per picture: each has its own size
+        patches = pixel_values[index, : rows * cols].reshape(rows, cols, patch, patch, channels)
+        image = patches.permute(4, 0, 2, 1, 3).reshape(1, channels, rows * patch, cols * patch)
+        views.append(model_view(image, processor)[0])
+    return views
+
+
+def _naflex_patch(processor: Any) -> int:
+    """The patch side in pixels of a NaFlex image processor (an int, or a {"height", "width"} square)."""
+    patch = getattr(processor, "patch_size", None)
+    if isinstance(patch, dict) or hasattr(patch, "height"):
+        height = patch["height"] if isinstance(patch, dict) else patch.height
+        width = patch["width"] if isinstance(patch, dict) else patch.width
+        if height == width:
+            patch = height
+    if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
+        raise InputError(f"cannot read {type(processor).__name__}.patch_size={patch!r} as a square patch side")
+    return patch
+
+
+def _naflex_size(processor: Any, original: tuple[int, int]) -> tuple[int, int]:
+    """The size a NaFlex processor resizes a photo to: the most patches up to max_num_patches at about the
+    photo's aspect ratio, by transformers' own helper (the arithmetic the processor runs)."""
+    from transformers.models.siglip2.image_processing_pil_siglip2 import get_image_size_for_max_num_patches
+
+    if not getattr(processor, "do_resize", False):
+        return original
+    height, width = get_image_size_for_max_num_patches(
+        image_height=original[0],
+        image_width=original[1],
+        patch_size=_naflex_patch(processor),
+        max_num_patches=int(processor.max_num_patches),
+    )
+    return int(height), int(width)
 
 
 @dataclass(frozen=True)
@@ -222,6 +321,14 @@ def _geometry(processor: Any, original: tuple[int, int], model_input: tuple[int,
             f"transformers' standard processors (resize, then center crop); use the image the model saw instead."
         )
     height, width = original
+    if is_naflex_processor(processor):  # the whole photo resized to its own patch grid: no crop, no padding
+        resized = _naflex_size(processor, original)
+        if resized != tuple(model_input):
+            raise InputError(
+                f"{kind} turns a {height}x{width} image into {resized[0]}x{resized[1]} pixels, but the map is "
+                f"{model_input[0]}x{model_input[1]}: pass each image's own map (Explanation.image(i)) to map it back."
+            )
+        return _Geometry(original=original, resized=resized, shift=(0, 0), content=resized)
     resized = original
     if getattr(processor, "do_resize", False):
         resized = _resized_size(processor.size, original, kind)

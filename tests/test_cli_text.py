@@ -128,14 +128,3 @@ def test_text_figure_shades_tokens_by_relevance():
     assert shade != texts["<s>"].get_bbox_patch().get_facecolor()
     with pytest.raises(hfrel.InputError, match="relevance of shape"):
         viz.text_figure([["a", "b"]], [[1.0]])
-
-
-def test_naflex_image_text_models_are_refused_by_the_command(tmp_path, photos, capsys):
-    folder = tmp_path / "siglip2"
-    tiny.build("siglip2-model").save_pretrained(folder)
-    image_processor = tf.Siglip2ImageProcessor(patch_size=8, max_num_patches=16)
-    tf.Siglip2Processor(image_processor=image_processor, tokenizer=tiny.tokenizer()).save_pretrained(folder)
-    code = main(["explain", str(photos), "--model", str(folder), "--text", "a cat", "--out", str(tmp_path / "o")])
-    assert code == 2
-    assert "NaFlex" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()

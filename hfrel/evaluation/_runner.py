@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hfrel._errors import HfrelError, InputError
+from hfrel._errors import HfrelError, InputError, UnsupportedModelError
 from hfrel._explainer import attach
 from hfrel._images import model_view
 from hfrel._labels import check_index, label_from_name
@@ -65,6 +65,13 @@ def evaluate(
         raise InputError(f"{data.source} holds no usable item{_skipped_hint(data.skipped)}.")
     with attach(model) as explainer:  # fails early for a model hfrel cannot explain
         check_start_layer(start_layer, explainer.num_layers)
+        if explainer.patch_layout == "naflex":
+            raise UnsupportedModelError(
+                f"evaluate does not score NaFlex models yet ({type(model).__name__}): its segmentation and "
+                f"perturbation tests take every image of a batch at one size, as (B, C, H, W) pixels, and a NaFlex "
+                f"model cuts each image into patches at its own aspect ratio. Explain this model with hfrel explain "
+                f"(or hfrel.explain_images), or evaluate a fixed-size checkpoint of the family (e.g. SigLIP)."
+            )
 
     skipped = list(data.skipped)
     scores: dict[str, list[LocalisationScores]] = {name: [] for name in names}

@@ -212,12 +212,6 @@ def _check_model_for_prompts(
             f"{names['text']} explains prompts with an image–text model ({supported}); {shown} is a "
             f"{type(model).__name__}, which scores classes: drop {names['text']} (use {names['label']} for classes)"
         )
-    if pair is not None and pair.image.patch_layout == "naflex":
-        raise InputError(
-            f"{shown} ({type(model).__name__}) cuts each image into patches at its own aspect ratio (NaFlex); "
-            f"hfrel explain does not draw such models yet: explain them in Python with "
-            f"hfrel.attach(model).explain(**processor(text=..., images=..., return_tensors='pt'))"
-        )
     if prompts is None and pair is not None:
         raise InputError(
             f"{shown} is an image–text model ({type(model).__name__}): it scores images against prompts; give them "
@@ -254,8 +248,9 @@ def explain_images(
     list of classes, by index or name, for every image), else with `label_column` each example's own
     class from that column, else each image's predicted class; a label column is never read unless named.
     `method`: a method name or a list of them (all share one forward pass per batch).
-    `text`: prompts, for an image–text model (CLIPModel, SiglipModel, MetaClip2Model, with its processor
-    holding a tokenizer): every prompt is explained for every image, with the prompts' token relevance.
+    `text`: prompts, for an image–text model (CLIPModel, SiglipModel, Siglip2Model, MetaClip2Model, with its
+    processor holding a tokenizer): every prompt is explained for every image, with the prompts' token relevance.
+    NaFlex models (Siglip2) keep each image's aspect ratio: its files are drawn and stored on its own patch grid.
 
     Launched as several processes (`accelerate launch`, `torchrun`), each explains its share and the
     main process writes summary.json and index.json. Images whose record.json matches this run's

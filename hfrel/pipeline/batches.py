@@ -16,7 +16,7 @@ import torch
 import hfrel
 from hfrel._errors import HfrelError, InputError
 from hfrel._html import write_index
-from hfrel._images import Problem, model_view
+from hfrel._images import Problem, check_naflex_processor, image_inputs, model_views, naflex_call_options
 from hfrel._options import check_start_layer
 from hfrel.pipeline.console import Console
 from hfrel.pipeline.fingerprint import run_fingerprint
@@ -71,6 +71,7 @@ def explain_items(
     def share() -> dict[str, Any]:
         with hfrel.attach(model) as explainer:
             check_start_layer(settings.start_layer, explainer.num_layers, option=option_names["start_layer"])
+            check_naflex_processor(processor, explainer.patch_layout, model_text)
             base = run_fingerprint(model, processor, settings)
             if processes.main:
                 for problem in problems:  # reported once everything else is known to be usable
@@ -163,6 +164,8 @@ def explain_batch(
     All images share one forward pass and one `explain` call (K classes per image as a (B, K) label
     table, or one class per image from a label column; all methods at once). With prompts (an
     image–text model) the processor reads the prompts with the images and every prompt is explained.
+    NaFlex models (Siglip2) get the processor's patch mask and grids too; each image is drawn and stored
+    on its own grid (its aspect ratio), the batch's padding left out.
     """
     photos = [entry.photo.image for entry in batch]
     label = None
@@ -175,21 +178,20 @@ def explain_batch(
         padding: dict[str, Any] = {"padding": True}
         if settings.text_padding is not None:
             padding = {"padding": "max_length", "max_length": settings.text_padding, "truncation": True}
-        inputs = processor(text=list(settings.prompts), images=photos, return_tensors="pt", **padding)
-        pixel_values = inputs["pixel_values"]
-        results = explainer.explain(**inputs, label=label, method=methods, start_layer=settings.start_layer)
+        options = {**padding, **naflex_call_options(processor)}
+        inputs = dict(processor(text=list(settings.prompts), images=photos, return_tensors="pt", **options))
         image_processor = getattr(processor, "image_processor", processor)
-    else:
-        pixel_values = processor(images=photos, return_tensors="pt")["pixel_values"]
-        results = explainer.explain(pixel_values, label, method=methods, start_layer=settings.start_layer)
+    else:  # NaFlex (Siglip2): the patch mask and each image's grid travel with the patches
+        inputs = image_inputs(processor(images=photos, return_tensors="pt"), explainer.patch_layout)
         image_processor = processor
+    results = explainer.explain(**inputs, label=label, method=methods, start_layer=settings.start_layer)
     maps = {name: exp.cpu().with_target_axis() for name, exp in results.items()}
     first = maps[settings.methods[0]]
     targets = first.labels  # (B, K)
     logits = first.logits.float()
     probabilities = logits.sigmoid() if settings.probabilities == "sigmoid" else logits.softmax(dim=-1)
     top = probabilities.topk(settings.top_k, dim=-1)
-    views = model_view(pixel_values, image_processor)
+    views = model_views(inputs, image_processor)  # NaFlex: each image at its own size
     texts: list[dict[str, Any] | None] = [None] * len(batch)
     if settings.prompts is not None:
         texts = [
@@ -201,7 +203,7 @@ def explain_batch(
             entry.item,
             entry.photo.image,
             views[b],
-            {name: (m.relevance[b], m.heatmap[b]) for name, m in maps.items()},
+            {name: m.image(b) for name, m in maps.items()},  # NaFlex: the image's own grid, no padding
             targets[b],
             logits[b],
             probabilities[b],
