@@ -362,7 +362,8 @@ def _live_rows(relevance: torch.Tensor) -> torch.Tensor | None:
     on them can be skipped without changing a digit (the sums the rules take see only zeros there).
     """
     live = relevance.ne(0).reshape(-1, *relevance.shape[-2:]).any(dim=0).any(dim=-1)
-    if int(live.sum()) * 2 > live.numel():
+    count = int(live.sum())
+    if count == 0 or count * 2 > live.numel():  # no relevance at all: the plain walk makes its zeros
         return None
     return live.nonzero().squeeze(-1)
 

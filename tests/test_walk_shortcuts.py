@@ -66,6 +66,7 @@ def test_mean_pooled_heads_walk_every_row():
     assert _lrp._live_rows(relevance) is None
     relevance[..., 2:, :] = 0.0
     assert _lrp._live_rows(relevance).tolist() == [1]
+    assert _lrp._live_rows(torch.zeros(2, 3, 5, 4)) is None
 
 
 def _tape_keeps(model: nn.Module, pixels: torch.Tensor) -> tuple[bool, bool]:
