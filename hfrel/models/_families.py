@@ -25,6 +25,25 @@ def _mean_or_cls(config: object) -> str:
     return "mean" if getattr(config, "use_mean_pooling", False) else "cls"
 
 
+# BEiT's head and backbone (and Data2Vec-Vision, BEiT's architecture): layer scales, mean or CLS pooling.
+_BEIT_ROLES = dict(layer_scales=("lambda_1", "lambda_2"), pooling=_mean_or_cls)
+
+
+def _cls_and_registers(config: object) -> int:
+    return 1 + int(config.num_register_tokens)
+
+
+# Roles shared by DINOv2's head and backbone, with and without registers: layer scales, an optional
+# SwiGLU MLP (the "fc1|up_proj" alternatives), any image size.
+_DINOV2_ROLES = dict(
+    mlp_in="mlp.fc1|mlp.up_proj",
+    mlp_gate="mlp.gate_proj",
+    mlp_out="mlp.fc2|mlp.down_proj",
+    layer_scales=("layer_scale1.lambda1", "layer_scale2.lambda1"),
+    interpolation="always",
+)
+
+
 def _data2vec_eager_attention() -> type:
     from transformers.models.data2vec import modeling_data2vec_vision
 
@@ -71,9 +90,8 @@ BEIT = FamilySpec(
     classes=("BeitForImageClassification",),
     embeddings="beit.embeddings",
     final_norm="beit.layernorm",
-    layer_scales=("lambda_1", "lambda_2"),
-    pooling=_mean_or_cls,
     notes="layer scale, relative position bias in the scores, mean pooling of patch tokens + LayerNorm",
+    **_BEIT_ROLES,
 )
 
 DATA2VEC_VISION = FamilySpec(
@@ -89,11 +107,10 @@ DATA2VEC_VISION = FamilySpec(
     out="attention.output.dense",
     mlp_in="intermediate.dense",
     mlp_out="output.dense",
-    layer_scales=("lambda_1", "lambda_2"),
-    pooling=_mean_or_cls,
     eager_attention=_data2vec_eager_attention,
     probs_tap="attention.attention.dropout",
     notes="BEiT's architecture; attention is a fixed module class, so hfrel swaps in its eager class",
+    **_BEIT_ROLES,
 )
 
 DINOV2 = FamilySpec(
@@ -102,13 +119,9 @@ DINOV2 = FamilySpec(
     classes=("Dinov2ForImageClassification",),
     embeddings="dinov2.embeddings",
     final_norm="dinov2.layernorm",
-    mlp_in="mlp.fc1|mlp.up_proj",
-    mlp_gate="mlp.gate_proj",
-    mlp_out="mlp.fc2|mlp.down_proj",
-    layer_scales=("layer_scale1.lambda1", "layer_scale2.lambda1"),
     pooling="cls+mean",
-    interpolation="always",
     notes="layer scale, optional SwiGLU MLP, head on [CLS ; mean of patch tokens], any image size",
+    **_DINOV2_ROLES,
 )
 
 DINOV2_REGISTERS = FamilySpec(
@@ -117,14 +130,10 @@ DINOV2_REGISTERS = FamilySpec(
     classes=("Dinov2WithRegistersForImageClassification",),
     embeddings="dinov2_with_registers.embeddings",
     final_norm="dinov2_with_registers.layernorm",
-    mlp_in="mlp.fc1|mlp.up_proj",
-    mlp_gate="mlp.gate_proj",
-    mlp_out="mlp.fc2|mlp.down_proj",
-    layer_scales=("layer_scale1.lambda1", "layer_scale2.lambda1"),
     pooling="cls+mean",
-    prefix_tokens=lambda config: 1 + int(config.num_register_tokens),
-    interpolation="always",
+    prefix_tokens=_cls_and_registers,
     notes="DINOv2 plus register tokens between CLS and the patches",
+    **_DINOV2_ROLES,
 )
 
 VIT_MSN = FamilySpec(
@@ -149,15 +158,16 @@ IJEPA = FamilySpec(
     **_VIT_ROLES,
 )
 
-# Roles of the CLIP-shaped vision towers (CLIP, MetaCLIP 2, SigLIP).
-_CLIP_ROLES = dict(
-    vision_config="vision_config",
+# Block roles of the CLIP-shaped towers (CLIP, MetaCLIP 2, SigLIP; image and text towers alike).
+CLIP_BLOCK_ROLES = dict(
     attention="self_attn",
     query="self_attn.q_proj",
     key="self_attn.k_proj",
     value="self_attn.v_proj",
     out="self_attn.out_proj",
 )
+# The same inside a classifier, whose vision settings live in `config.vision_config`.
+_CLIP_ROLES = dict(vision_config="vision_config", **CLIP_BLOCK_ROLES)
 
 CLIP = FamilySpec(
     name="clip",
@@ -220,6 +230,16 @@ def _swinv2_eager_attention() -> type:
     return modeling_swinv2.Swinv2SelfAttention
 
 
+# Swin and SwinV2: windowed attention, no CLS, head on the mean of the last stage's tokens; any image size
+# unless the model has absolute position embeddings.
+_SWIN_LAYOUT = dict(
+    windows=swin_windows,
+    pooling="mean",
+    prefix_tokens=0,
+    interpolation=_absolute_positions_need_flag,
+)
+
+
 SWIN = FamilySpec(
     name="swin",
     model_types=("swin",),
@@ -227,14 +247,11 @@ SWIN = FamilySpec(
     embeddings="swin.embeddings",
     final_norm="swin.layernorm",
     stages="swin.encoder.layers",
-    windows=swin_windows,
     embedding_norm="swin.embeddings.norm",
     size_check=swin_size_problem,
-    pooling="mean",
-    prefix_tokens=0,
-    interpolation=_absolute_positions_need_flag,
     notes="hierarchical: shifted-window attention, 2x2 patch merges between stages, head on the mean of the "
     "last stage's tokens",
+    **_SWIN_LAYOUT,
 )
 
 SWINV2 = FamilySpec(
@@ -244,7 +261,6 @@ SWINV2 = FamilySpec(
     embeddings="swinv2.embeddings",
     final_norm="swinv2.layernorm",
     stages="swinv2.encoder.layers",
-    windows=swin_windows,
     embedding_norm="swinv2.embeddings.norm",
     attention="attention.self",
     query="attention.self.query",
@@ -257,11 +273,9 @@ SWINV2 = FamilySpec(
     probs_tap="attention.self.dropout",
     branch_norms=("layernorm_before", "layernorm_after"),
     cosine_scores=True,
-    pooling="mean",
-    prefix_tokens=0,
-    interpolation=_absolute_positions_need_flag,
     notes="Swin with post-norm residual branches, cosine attention with a learned scale and a continuous "
     "position bias; its attention is a fixed module class (probabilities read from its dropout)",
+    **_SWIN_LAYOUT,
 )
 
 # Backbones without a head: explained with `target=`; `pooling` names the tokens the model pools
@@ -297,9 +311,8 @@ BEIT_BACKBONE = FamilySpec(
     embeddings="embeddings",
     final_norm="layernorm",
     heads=(),
-    layer_scales=("lambda_1", "lambda_2"),
-    pooling=_mean_or_cls,
     notes="BEiT without a head; pooler_output is the mean of the patch tokens (use_mean_pooling) or CLS",
+    **_BEIT_ROLES,
 )
 
 DINOV2_BACKBONE = FamilySpec(
@@ -309,12 +322,8 @@ DINOV2_BACKBONE = FamilySpec(
     embeddings="embeddings",
     final_norm="layernorm",
     heads=(),
-    mlp_in="mlp.fc1|mlp.up_proj",
-    mlp_gate="mlp.gate_proj",
-    mlp_out="mlp.fc2|mlp.down_proj",
-    layer_scales=("layer_scale1.lambda1", "layer_scale2.lambda1"),
-    interpolation="always",
     notes="DINOv2 without a head; pooler_output is CLS",
+    **_DINOV2_ROLES,
 )
 
 DINOV2_REGISTERS_BACKBONE = FamilySpec(
@@ -324,13 +333,9 @@ DINOV2_REGISTERS_BACKBONE = FamilySpec(
     embeddings="embeddings",
     final_norm="layernorm",
     heads=(),
-    mlp_in="mlp.fc1|mlp.up_proj",
-    mlp_gate="mlp.gate_proj",
-    mlp_out="mlp.fc2|mlp.down_proj",
-    layer_scales=("layer_scale1.lambda1", "layer_scale2.lambda1"),
-    prefix_tokens=lambda config: 1 + int(config.num_register_tokens),
-    interpolation="always",
+    prefix_tokens=_cls_and_registers,
     notes="DINOv2 with registers, without a head; pooler_output is CLS",
+    **_DINOV2_ROLES,
 )
 
 CLIP_VISION = FamilySpec(
@@ -340,12 +345,8 @@ CLIP_VISION = FamilySpec(
     embeddings="vision_model.embeddings|embeddings",
     final_norm=None,
     heads=(),
-    attention="self_attn",
-    query="self_attn.q_proj",
-    key="self_attn.k_proj",
-    value="self_attn.v_proj",
-    out="self_attn.out_proj",
     notes="the CLIP vision tower alone; pooler_output (and image_embeds) come from CLS after post_layernorm",
+    **CLIP_BLOCK_ROLES,
 )
 
 SIGLIP_VISION = FamilySpec(
@@ -358,12 +359,8 @@ SIGLIP_VISION = FamilySpec(
     pooling="probe",
     probe="vision_model.head|head",
     prefix_tokens=0,
-    attention="self_attn",
-    query="self_attn.q_proj",
-    key="self_attn.k_proj",
-    value="self_attn.v_proj",
-    out="self_attn.out_proj",
     notes="the SigLIP vision tower: no CLS; pooler_output is an attention-pooling probe over all tokens",
+    **CLIP_BLOCK_ROLES,
 )
 
 BUILTIN_FAMILIES = (

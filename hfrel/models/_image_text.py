@@ -14,14 +14,26 @@ from typing import Literal
 import torch
 from torch import nn
 
+from hfrel.models._families import CLIP_BLOCK_ROLES
 from hfrel.models._spec import FamilySpec
 
-_TOWER_ROLES = dict(
-    attention="self_attn",
-    query="self_attn.q_proj",
-    key="self_attn.k_proj",
-    value="self_attn.v_proj",
-    out="self_attn.out_proj",
+# What every image tower here shares: CLIP-shaped blocks under `vision_model`, settings in `vision_config`.
+_IMAGE_TOWER = dict(
+    tower="vision_model",
+    vision_config="vision_config",
+    embeddings="vision_model.embeddings",
+    **CLIP_BLOCK_ROLES,
+)
+# What every text tower here shares: one token per prompt read after `final_layer_norm`, no prefix tokens.
+_TEXT_TOWER = dict(
+    tower="text_model",
+    modality="text",
+    vision_config="text_config",
+    embeddings="text_model.embeddings",
+    final_norm="text_model.final_layer_norm",
+    pooling="token",
+    prefix_tokens=0,
+    **CLIP_BLOCK_ROLES,
 )
 
 
@@ -81,28 +93,18 @@ def _clip_like(name: str, model_type: str, model_class: str, notes: str) -> Imag
         name=f"{name}-image",
         model_types=(model_type,),
         classes=(model_class,),
-        tower="vision_model",
-        vision_config="vision_config",
-        embeddings="vision_model.embeddings",
         final_norm=None,
         heads=("visual_projection",),
         notes="CLS after post_layernorm, then the visual projection",
-        **_TOWER_ROLES,
+        **_IMAGE_TOWER,
     )
     text = FamilySpec(
         name=f"{name}-text",
         model_types=(model_type,),
         classes=(model_class,),
-        tower="text_model",
-        modality="text",
-        vision_config="text_config",
-        embeddings="text_model.embeddings",
-        final_norm="text_model.final_layer_norm",
         heads=("text_projection",),
-        pooling="token",
-        prefix_tokens=0,
         notes="causal mask; EOS token after final_layer_norm, then the text projection",
-        **_TOWER_ROLES,
+        **_TEXT_TOWER,
     )
     return ImageTextSpec(
         name=name,
@@ -127,31 +129,21 @@ SIGLIP_MODEL = ImageTextSpec(
         name="siglip-model-image",
         model_types=("siglip",),
         classes=("SiglipModel",),
-        tower="vision_model",
-        vision_config="vision_config",
-        embeddings="vision_model.embeddings",
         final_norm="vision_model.post_layernorm",
         heads=(),
         pooling="probe",
         probe="vision_model.head",
         prefix_tokens=0,
         notes="no CLS: an attention-pooling probe over all tokens after post_layernorm",
-        **_TOWER_ROLES,
+        **_IMAGE_TOWER,
     ),
     text=FamilySpec(
         name="siglip-model-text",
         model_types=("siglip",),
         classes=("SiglipModel",),
-        tower="text_model",
-        modality="text",
-        vision_config="text_config",
-        embeddings="text_model.embeddings",
-        final_norm="text_model.final_layer_norm",
         heads=("text_model.head",),
-        pooling="token",
-        prefix_tokens=0,
         notes="bidirectional attention; the last token after final_layer_norm, then a linear head",
-        **_TOWER_ROLES,
+        **_TEXT_TOWER,
     ),
     text_readout=last_token,
     probabilities="sigmoid",
@@ -160,33 +152,22 @@ SIGLIP_MODEL = ImageTextSpec(
     notes="image: attention-pooling probe; text: last token; scaled cosine plus a bias, read with a sigmoid",
 )
 
-SIGLIP2_MODEL = ImageTextSpec(
+# SigLIP 2 is SigLIP (head, text tower, probe) with a NaFlex image tower.
+_SIGLIP2 = dict(model_types=("siglip2",), classes=("Siglip2Model",))
+SIGLIP2_MODEL = replace(
+    SIGLIP_MODEL,
     name="siglip2-model",
-    model_types=("siglip2",),
-    classes=("Siglip2Model",),
-    image=FamilySpec(
+    image=replace(
+        SIGLIP_MODEL.image,
         name="siglip2-model-image",
-        model_types=("siglip2",),
-        classes=("Siglip2Model",),
-        tower="vision_model",
-        vision_config="vision_config",
-        embeddings="vision_model.embeddings",
-        final_norm="vision_model.post_layernorm",
-        heads=(),
-        pooling="probe",
-        probe="vision_model.head",
-        prefix_tokens=0,
         interpolation="always",
         patch_layout="naflex",
         notes="NaFlex (each image on its own patch grid); the probe attends over each image's real patches",
-        **_TOWER_ROLES,
+        **_SIGLIP2,
     ),
-    text=replace(SIGLIP_MODEL.text, name="siglip2-model-text", model_types=("siglip2",), classes=("Siglip2Model",)),
-    text_readout=last_token,
-    probabilities="sigmoid",
-    text_padding="max_length",
-    logit_bias="logit_bias",
+    text=replace(SIGLIP_MODEL.text, name="siglip2-model-text", **_SIGLIP2),
     notes="SigLIP's head and text tower on a NaFlex image tower",
+    **_SIGLIP2,
 )
 
 _REGISTRY: list[ImageTextSpec] = [CLIP_MODEL, METACLIP2_MODEL, SIGLIP_MODEL, SIGLIP2_MODEL]
