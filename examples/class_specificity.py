@@ -17,33 +17,18 @@ The docs' table sits between the markers BEGIN and END below, so it is always th
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import torch
+from specificity import add_scene_arguments, keep_in_docs, own_and_other_heat, top_two_found
 
 import hfrel
 from hfrel.datasets import CLASS_NAMES, SceneDataset, load_demo_model, make_scenes
-from hfrel.datasets._demo_model import MEASUREMENT_SEED
-from hfrel.datasets._scores import heat_on_objects, pointing_hits
+from hfrel.datasets._scores import pointing_hits
 
 BEGIN = "<!-- class-specificity table: written by `python examples/class_specificity.py --docs docs/results.md` -->"
 END = "<!-- end of the class-specificity table -->"
-
-
-def update_docs(path: Path, table: list[str], check: bool) -> bool:
-    """Put `table` between the markers in `path` (or, with `check`, only say whether it is there already)."""
-    text = path.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path} has no class-specificity markers ({BEGIN} ... {END})")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    updated = head + BEGIN + "\n" + "\n".join(table) + "\n" + END + tail
-    if not check:
-        path.write_text(updated)
-    return updated == text
 
 
 @torch.no_grad()
@@ -82,13 +67,12 @@ def describe_misses(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", type=int, default=200)
-    parser.add_argument("--batch", type=int, default=50, help="scenes per explain call")
-    parser.add_argument("--seed", type=int, default=MEASUREMENT_SEED)
+    add_scene_arguments(
+        parser,
+        docs_help="write the table between the markers of this markdown file",
+        check_help="with --docs: only check, exit 1 if it differs",
+    )
     parser.add_argument("--model", default=None, help="a model folder (default: the bundled demo model)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--docs", type=Path, help="write the table between the markers of this markdown file")
-    parser.add_argument("--check", action="store_true", help="with --docs: only check, exit 1 if it differs")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -112,15 +96,12 @@ def main() -> None:
             labels, masks = scenes.labels[chunk], scenes.masks[chunk]
             results = explainer.explain(pixel_values[chunk], labels, method=names)
             logits = next(iter(results.values())).logits
-            predicted = logits.topk(2, dim=-1).indices.sort(dim=-1).values
-            top_two.append((predicted == labels.sort(dim=-1).values).all(dim=-1))
+            top_two.append(top_two_found(logits, labels))
             chances = logits.gather(1, labels)  # the two objects' logits: which one the model ranks first
             first_class.append(chances == chances.amax(dim=1, keepdim=True))
             target_probability.append(logits.softmax(dim=-1).gather(1, labels))
             for name, exp in results.items():
-                heat = heat_on_objects(exp.heatmap, masks)  # (B, K, K): map of class k on object j
-                own = heat.diagonal(dim1=1, dim2=2)
-                other = heat.flip(-1).diagonal(dim1=1, dim2=2)  # two objects: the other one
+                own, other = own_and_other_heat(exp.heatmap, masks)
                 specific[name].append(own > other)
                 own_heat[name].append(own)
                 other_heat[name].append(other)
@@ -141,11 +122,8 @@ def main() -> None:
         other = torch.cat(other_heat[name]).mean()
         table.append(f"| `{name}` | {rate:.1%} | {hits:.1%} | {own:.3f} | {other:.3f} |")
     print("\n".join(table))
-    if args.docs is not None and not update_docs(args.docs, table, args.check):
-        if args.check:
-            print(f"{args.docs}: the class-specificity table differs from this measurement", file=sys.stderr)
-            sys.exit(1)
-        print(f"wrote the table into {args.docs}")
+    if args.docs is not None:
+        keep_in_docs(args.docs, table, begin=BEGIN, end=END, check=args.check, what="the class-specificity table")
     first = torch.cat(first_class)
     print("\nclass-specific, split by the class the model ranks first of the two and the one it ranks second:\n")
     print("| method | first class | second class |")

@@ -18,33 +18,19 @@ this script's output.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 from PIL import Image
+from specificity import add_scene_arguments, keep_in_docs, own_and_other_heat, top_two_found
 
 import hfrel
 from hfrel.datasets import ZERO_SHOT_PROMPTS, load_zero_shot_model, make_scenes
-from hfrel.datasets._demo_model import EVALUATION_SEED, MEASUREMENT_SEED
-from hfrel.datasets._scores import heat_on_objects, pointing_hits
+from hfrel.datasets._demo_model import EVALUATION_SEED
+from hfrel.datasets._scores import pointing_hits
 
 BEGIN = "<!-- zero-shot tables: written by `python examples/zero_shot_specificity.py --docs docs/results.md` -->"
 END = "<!-- end of the zero-shot tables -->"
-
-
-def update_docs(path: Path, lines: list[str], check: bool) -> bool:
-    """Put `lines` between the markers in `path` (or, with `check`, only say whether they are there already)."""
-    text = path.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path} has no zero-shot markers ({BEGIN} ... {END})")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    updated = head + BEGIN + "\n" + "\n".join(lines) + "\n" + END + tail
-    if not check:
-        path.write_text(updated)
-    return updated == text
 
 
 def noun_share(text_relevance: torch.Tensor, input_ids: torch.Tensor, noun_ids: torch.Tensor) -> torch.Tensor:
@@ -60,12 +46,11 @@ def noun_share(text_relevance: torch.Tensor, input_ids: torch.Tensor, noun_ids: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", type=int, default=200)
-    parser.add_argument("--batch", type=int, default=50, help="scenes per explain call")
-    parser.add_argument("--seed", type=int, default=MEASUREMENT_SEED)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--docs", type=Path, help="write the tables between the markers of this markdown file")
-    parser.add_argument("--check", action="store_true", help="with --docs: only check, exit 1 if they differ")
+    add_scene_arguments(
+        parser,
+        docs_help="write the tables between the markers of this markdown file",
+        check_help="with --docs: only check, exit 1 if they differ",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -93,13 +78,10 @@ def main() -> None:
             labels, masks = scenes.labels[chunk], scenes.masks[chunk]
             results = explainer.explain(pixel_values=pixel_values[chunk], **text, label=labels, method=names)
             logits = next(iter(results.values())).logits
-            predicted = logits.topk(2, dim=-1).indices.sort(dim=-1).values
-            top_two.append((predicted == labels.sort(dim=-1).values).all(dim=-1))
+            top_two.append(top_two_found(logits, labels))
             explained.append(labels)
             for name, exp in results.items():
-                heat = heat_on_objects(exp.heatmap, masks)  # (B, K, K): map of prompt k on object j
-                own = heat.diagonal(dim1=1, dim2=2)
-                other = heat.flip(-1).diagonal(dim1=1, dim2=2)  # two objects: the other one
+                own, other = own_and_other_heat(exp.heatmap, masks)
                 specific[name].append(own > other)
                 pointing[name].append(pointing_hits(exp.heatmap, masks))
                 if exp.text_relevance is not None:
@@ -133,11 +115,8 @@ def main() -> None:
             cells = [f"{torch.cat(shares[name]).flatten()[classes == index].mean():.1%}" for name in by_prompt]
             tables.append(f"| {prompt} | " + " | ".join(cells) + " |")
     print("\n".join(tables))
-    if args.docs is not None and not update_docs(args.docs, tables, args.check):
-        if args.check:
-            print(f"{args.docs}: the zero-shot tables differ from this measurement", file=sys.stderr)
-            sys.exit(1)
-        print(f"wrote the tables into {args.docs}")
+    if args.docs is not None:
+        keep_in_docs(args.docs, tables, begin=BEGIN, end=END, check=args.check, what="the zero-shot tables")
     print(f"\nwall time {time.perf_counter() - wall:.1f} s, CPU time {time.process_time() - cpu:.1f} s")
 
 
