@@ -99,10 +99,9 @@ class SceneStream:
         return self.scenes.images[window], targets
 
 
-def batches(steps: int, batch: int, two_object_share: float) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """`steps` batches of fresh scenes: single-object scenes, plus `two_object_share` of each batch with two
+def batches(steps: int, batch: int, pairs: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """`steps` batches of `batch` fresh scenes: single-object scenes, and `pairs` of each batch with two
     objects whose target shares the probability equally (so the model learns to answer for both)."""
-    pairs = round(batch * two_object_share)
     singles, doubles = SceneStream(objects=1), SceneStream(objects=2)
     for _ in range(steps):
         images, targets = singles.take(batch - pairs)
@@ -112,13 +111,61 @@ def batches(steps: int, batch: int, two_object_share: float) -> Iterator[tuple[t
         yield images, targets
 
 
+def top_k_rate(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of multi-object scenes (labels (N, K)) whose objects' classes are exactly the top K logits."""
+    top = logits.topk(labels.shape[1], dim=-1).indices.sort(dim=-1).values
+    return (top == labels.sort(dim=-1).values).all(dim=-1).float().mean().item()
+
+
 @torch.no_grad()
 def top_two_rate(model: ViTForImageClassification, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Share of multi-object scenes whose objects' classes are exactly the model's top K classes."""
     model.eval()
-    logits = torch.cat([model(normalise(chunk)).logits for chunk in images.split(500)])
-    top = logits.topk(labels.shape[1], dim=-1).indices.sort(dim=-1).values
-    return (top == labels.sort(dim=-1).values).all(dim=-1).float().mean().item()
+    return top_k_rate(torch.cat([model(normalise(chunk)).logits for chunk in images.split(500)]), labels)
+
+
+def fit(
+    model: torch.nn.Module,
+    data: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    steps: int,
+    lr: float,
+    started: float,
+    after_step: Callable[[], None] | None = None,
+) -> None:
+    """The recipe every example model is trained with: AdamW (weight decay 0.05), linear warm-up over the
+    first 5% of `steps` then cosine decay to zero, gradients clipped at norm 1; prints the smoothed loss
+    every 100 steps. `loss_of(images, targets)` is the model-specific part; `after_step` runs after each update."""
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    warmup = max(1, steps // 20)
+
+    def schedule(step: int) -> float:  # linear warm-up, then cosine to zero
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+    model.train()
+    running = 0.0
+    for step, (images, targets) in enumerate(data):
+        loss = loss_of(images, targets)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        scheduler.step()
+        if after_step is not None:
+            after_step()
+        running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            print(f"step {step + 1}/{steps}  loss {running:.4f}  {time.perf_counter() - started:.0f}s", flush=True)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """The first 16 hex digits of the sha256 of all weights: a run's fingerprint."""
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.state_dict().values()))
+    return digest.hexdigest()[:16]
 
 
 def main() -> None:
@@ -156,34 +203,17 @@ def train(args: argparse.Namespace, build: Callable[[int], torch.nn.Module]) -> 
     torch.set_num_threads(args.threads)
     wall, cpu = time.perf_counter(), time.process_time()
     model = build(TRAINING_SEED)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
-    warmup = max(1, args.steps // 20)
+    data = batches(args.steps, args.batch, pairs=round(args.batch * args.two_object_share))
 
-    def schedule(step: int) -> float:  # linear warm-up, then cosine to zero
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, args.steps - warmup)))
+    def loss_of(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(normalise(images)).logits, targets)
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
-    model.train()
-    running = 0.0
-    for step, (images, targets) in enumerate(batches(args.steps, args.batch, args.two_object_share)):
-        logits = model(normalise(images)).logits
-        loss = F.cross_entropy(logits, targets)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        scheduler.step()
-        running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
-        if (step + 1) % 100 == 0 or step + 1 == args.steps:
-            print(f"step {step + 1}/{args.steps}  loss {running:.4f}  {time.perf_counter() - wall:.0f}s", flush=True)
-
+    fit(model, data, loss_of, steps=args.steps, lr=args.lr, started=wall)
     held_out = make_scenes(args.held_out, seed=EVALUATION_SEED)
     score = accuracy(model, held_out.images, held_out.labels[:, 0])
     pairs = make_scenes(args.held_out // 4, objects=2, seed=EVALUATION_SEED)
     both = top_two_rate(model, pairs.images, pairs.labels)
-    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.state_dict().values()))
+    digest = weights_digest(model)
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out)
     build_processor().save_pretrained(args.out)
@@ -195,7 +225,7 @@ def train(args: argparse.Namespace, build: Callable[[int], torch.nn.Module]) -> 
         f"({args.threads} threads, {args.steps} steps of {args.batch} scenes, {args.two_object_share:.0%} "
         f"with two objects)"
     )
-    print(f"saved to {args.out} (model.safetensors: {size / 1e6:.2f} MB, weights sha256 {digest.hexdigest()[:16]})")
+    print(f"saved to {args.out} (model.safetensors: {size / 1e6:.2f} MB, weights sha256 {digest})")
 
 
 if __name__ == "__main__":

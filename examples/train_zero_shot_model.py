@@ -17,7 +17,6 @@ reproduce the model in hfrel/datasets/zero_shot_model (write there with
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import random
 import sys
@@ -33,7 +32,7 @@ from hfrel.datasets import CLASS_NAMES, IMAGE_SIZE, make_scenes
 from hfrel.datasets._demo_model import EVALUATION_SEED, TRAINING_SEED, ZERO_SHOT_TEMPLATE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_demo_model import SceneStream, normalise
+from train_demo_model import batches, fit, normalise, top_k_rate, weights_digest
 
 COLOURS = ("red", "yellow", "green", "cyan", "blue", "magenta")
 """The hue family of each class, in CLASS_NAMES order (hfrel/datasets/_scenes.py)."""
@@ -147,43 +146,24 @@ def main() -> None:
     tokenizer = build_tokenizer()
     model = build_model(TRAINING_SEED, len(tokenizer))
     rng = random.Random(TRAINING_SEED)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
-    warmup = max(1, args.steps // 20)
 
-    def schedule(step: int) -> float:  # linear warm-up, then cosine to zero
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, args.steps - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
-    singles, doubles = SceneStream(objects=1), SceneStream(objects=2)
-    pairs = args.batch // 2
-    model.train()
-    running = 0.0
-    for step in range(args.steps):
-        images, targets = singles.take(args.batch - pairs)
-        pair_images, pair_targets = doubles.take(pairs)
-        images, targets = torch.cat([images, pair_images]), torch.cat([targets, pair_targets])
+    def loss_of(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         text = tokenizer(captions(rng), padding=True, return_tensors="pt")
         logits = model(pixel_values=normalise(images), **text).logits_per_image  # (batch, 6)
-        loss = F.cross_entropy(logits, targets)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        scheduler.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(max=math.log(100.0))  # CLIP's cap on the temperature
-        running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
-        if (step + 1) % 100 == 0 or step + 1 == args.steps:
-            print(f"step {step + 1}/{args.steps}  loss {running:.4f}  {time.perf_counter() - wall:.0f}s", flush=True)
+        return F.cross_entropy(logits, targets)
+
+    @torch.no_grad()
+    def cap_temperature() -> None:
+        model.logit_scale.clamp_(max=math.log(100.0))  # CLIP's cap on the temperature
+
+    data = batches(args.steps, args.batch, pairs=args.batch // 2)
+    fit(model, data, loss_of, steps=args.steps, lr=args.lr, started=wall, after_step=cap_temperature)
 
     held_out = make_scenes(args.held_out, seed=EVALUATION_SEED)
     accuracy = (zero_shot(model, tokenizer, held_out.images).argmax(-1) == held_out.labels[:, 0]).float().mean()
     two = make_scenes(args.held_out // 4, objects=2, seed=EVALUATION_SEED)
-    top = zero_shot(model, tokenizer, two.images).topk(2, dim=-1).indices.sort(dim=-1).values
-    both = (top == two.labels.sort(dim=-1).values).all(dim=-1).float().mean()
-    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.state_dict().values()))
+    both = top_k_rate(zero_shot(model, tokenizer, two.images), two.labels)
+    digest = weights_digest(model)
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out)
     build_processor(tokenizer).save_pretrained(args.out)
@@ -197,7 +177,7 @@ def main() -> None:
         f"wall time {time.perf_counter() - wall:.0f} s, CPU time {time.process_time() - cpu:.0f} s "
         f"({args.threads} threads, {args.steps} steps of {args.batch} scenes, half with two objects)"
     )
-    print(f"saved to {args.out} ({size / 1e6:.2f} MB, weights sha256 {digest.hexdigest()[:16]})")
+    print(f"saved to {args.out} ({size / 1e6:.2f} MB, weights sha256 {digest})")
 
 
 if __name__ == "__main__":
