@@ -54,6 +54,12 @@ def vit():
     return tiny.build("vit")
 
 
+@pytest.fixture(scope="module")
+def pixels():
+    """Three random 32x32 images (seed 1): the family suites' batch."""
+    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
 @pytest.fixture
 def images():
     """Four random 32x32 images for the tiny models."""

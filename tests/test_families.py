@@ -13,15 +13,10 @@ import hfrel
 from hfrel._lrp import head_start, propagate
 from hfrel.models._families import BUILTIN_FAMILIES
 from tests import tiny
+from tests.checks import CLASS_SPECIFIC, assert_usable_maps
 from tests.state import assert_same, snapshot
 
 CASES = list(tiny.CASES)
-CLASS_SPECIFIC = ["transformer_attribution", "generic_attention", "attention_gradcam", "partial_lrp", "lrp"]
-
-
-@pytest.fixture(scope="module")
-def pixels():
-    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
 def test_every_builtin_family_has_a_case():
@@ -38,13 +33,7 @@ def test_every_method_gives_finite_maps_of_the_right_shape(name, pixels):
     assert model.config._attn_implementation == "sdpa"
     with hfrel.attach(model) as explainer:
         results = explainer.explain(pixels, method=hfrel.methods())
-    for method, exp in results.items():
-        expected = (3, 32, 32) if method == "lrp" else (3, 4, 4)
-        assert exp.relevance.shape == expected, method
-        assert exp.heatmap.shape == (3, 32, 32), method
-        assert torch.isfinite(exp.relevance).all() and torch.isfinite(exp.heatmap).all(), method
-        assert exp.relevance.abs().sum() > 0, method
-        assert exp.heatmap.min() >= 0 and exp.heatmap.max() <= 1, method
+    assert_usable_maps(results, grid=(4, 4), image=(3, 32, 32))
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -14,11 +14,6 @@ MODELS = list(tiny.IMAGE_TEXT)
 CLIP_LIKE = ["clip-model", "metaclip2-model"]
 
 
-@pytest.fixture(scope="module")
-def pixels():
-    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-
-
 def _parity(got: torch.Tensor, want: torch.Tensor) -> float:
     """max |got - want| / max |want| (the absolute error where `want` is all zeros)."""
     error = float((got - want).detach().abs().max())

@@ -15,11 +15,11 @@ from torch.nn import functional as F
 import hfrel
 from hfrel._lrp import head_start, propagate
 from tests import tiny
+from tests.checks import CLASS_SPECIFIC
 from tests.state import assert_same, snapshot
 
 PATCH = 8
 SHAPES = [(2, 6), (4, 4), (3, 5)]  # each image's own grid of patches, rows x cols
-CLASS_SPECIFIC = ["transformer_attribution", "generic_attention", "attention_gradcam", "partial_lrp", "lrp"]
 
 
 def patchify(image: torch.Tensor) -> torch.Tensor:

@@ -20,16 +20,11 @@ from hfrel._explainer import Explainer
 from hfrel._lrp import head_start, propagate
 from hfrel._methods import METHODS
 from tests import tiny
+from tests.checks import CLASS_SPECIFIC, assert_usable_maps
 from tests.state import assert_same, snapshot
 
 CASES = list(tiny.HIERARCHICAL)
-CLASS_SPECIFIC = ["transformer_attribution", "generic_attention", "attention_gradcam", "partial_lrp", "lrp"]
 GRID = (16, 16)  # 32 px / patch 2
-
-
-@pytest.fixture(scope="module")
-def pixels():
-    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
 def _warm(model: torch.nn.Module) -> torch.nn.Module:
@@ -46,13 +41,7 @@ def _warm(model: torch.nn.Module) -> torch.nn.Module:
 def test_every_method_gives_finite_maps_on_the_first_stage_grid(name, pixels):
     with hfrel.attach(tiny.build(name)) as explainer:
         results = explainer.explain(pixels, method=hfrel.methods())
-    for method, exp in results.items():
-        expected = (3, 32, 32) if method == "lrp" else (3, *GRID)
-        assert exp.relevance.shape == expected, method
-        assert exp.heatmap.shape == (3, 32, 32), method
-        assert torch.isfinite(exp.relevance).all() and torch.isfinite(exp.heatmap).all(), method
-        assert exp.relevance.abs().sum() > 0, method
-        assert exp.heatmap.min() >= 0 and exp.heatmap.max() <= 1, method
+    assert_usable_maps(results, grid=GRID, image=(3, 32, 32))
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -65,19 +65,6 @@ def test_hfrel_evaluate_with_a_swin_checkpoint(tmp_path, checkpoint, capsys):
         assert 0 <= values["pointing_game"] <= 100
 
 
-class _Images(torch.utils.data.Dataset):
-    def __init__(self, count: int = 8) -> None:
-        generator = torch.Generator().manual_seed(5)
-        self.pixels = torch.randn(count, 3, 32, 32, generator=generator)
-        self.labels = torch.randint(0, 5, (count,), generator=generator)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict:
-        return {"pixel_values": self.pixels[index], "labels": self.labels[index]}
-
-
 def test_trainer_callback_with_a_swin(tmp_path):
     torch.manual_seed(0)
     model = tf.SwinForImageClassification(tf.SwinConfig(**tiny.SWIN_COMMON))
@@ -95,6 +82,6 @@ def test_trainer_callback_with_a_swin(tmp_path):
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    tf.Trainer(model=model, args=args, train_dataset=_Images(), callbacks=[callback]).train()
+    tf.Trainer(model=model, args=args, train_dataset=tiny.RandomImages(8), callbacks=[callback]).train()
     assert [p.name for p in callback.written] == ["step-000002.png"]
     assert model.training and all(p.grad is None for p in model.parameters())

@@ -8,16 +8,11 @@ import torch
 import hfrel
 from hfrel._lrp import hidden_relevance, propagate
 from tests import tiny
+from tests.checks import CLASS_SPECIFIC
 from tests.state import assert_same, snapshot
 
 BACKBONES = list(tiny.BACKBONES)
-CLASS_SPECIFIC = ["transformer_attribution", "generic_attention", "attention_gradcam", "partial_lrp", "lrp"]
 GRADIENT_ONLY = ["generic_attention", "attention_gradcam", "rollout", "attention"]
-
-
-@pytest.fixture(scope="module")
-def pixels():
-    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
 def _embedding(outputs) -> torch.Tensor:

@@ -12,19 +12,6 @@ from hfrel.integrations import ExplainCallback
 from tests import tiny
 
 
-class _Images(torch.utils.data.Dataset):
-    def __init__(self, count: int = 24) -> None:
-        generator = torch.Generator().manual_seed(5)
-        self.pixels = torch.randn(count, 3, 32, 32, generator=generator)
-        self.labels = torch.randint(0, 5, (count,), generator=generator)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict:
-        return {"pixel_values": self.pixels[index], "labels": self.labels[index]}
-
-
 def _train(tmp_path, callbacks, report_to="none", steps=6):
     torch.manual_seed(0)
     config = tf.ViTConfig(**{**tiny.COMMON, "hidden_dropout_prob": 0.2, "attention_probs_dropout_prob": 0.2})
@@ -46,7 +33,8 @@ def _train(tmp_path, callbacks, report_to="none", steps=6):
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    trainer = tf.Trainer(model=model, args=args, train_dataset=_Images(), eval_dataset=_Images(8), callbacks=callbacks)
+    train, evaluation = tiny.RandomImages(24), tiny.RandomImages(8)
+    trainer = tf.Trainer(model=model, args=args, train_dataset=train, eval_dataset=evaluation, callbacks=callbacks)
     trainer.train()
     return model
 

@@ -320,3 +320,18 @@ def build(name: str, seed: int = 0, std: float = 0.3, attn_implementation: str |
             if param_name in ("logit_scale", "logit_bias"):
                 param.fill_(1.0 if param_name == "logit_scale" else -1.0)
     return model.eval()
+
+
+class RandomImages(torch.utils.data.Dataset):
+    """`count` random 32x32 images with labels among the tiny models' 5 classes, for `Trainer` runs."""
+
+    def __init__(self, count: int) -> None:
+        generator = torch.Generator().manual_seed(5)
+        self.pixels = torch.randn(count, 3, 32, 32, generator=generator)
+        self.labels = torch.randint(0, 5, (count,), generator=generator)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"pixel_values": self.pixels[index], "labels": self.labels[index]}

@@ -1,0 +1,20 @@
+"""Checks the family suites share: which methods must depend on the class, and what a usable map is."""
+
+from __future__ import annotations
+
+import torch
+
+CLASS_SPECIFIC = ["transformer_attribution", "generic_attention", "attention_gradcam", "partial_lrp", "lrp"]
+"""The methods whose maps must change with the explained class (rollout and attention cannot)."""
+
+
+def assert_usable_maps(results: dict, *, grid: tuple[int, int], image: tuple[int, int, int]) -> None:
+    """Every method's relevance on the token `grid` (LRP's on the pixels), its heatmap on the pixels
+    (`image`: batch, height, width), both finite, relevance not all zero, heatmap within [0, 1]."""
+    for method, exp in results.items():
+        expected = image if method == "lrp" else (image[0], *grid)
+        assert exp.relevance.shape == expected, method
+        assert exp.heatmap.shape == image, method
+        assert torch.isfinite(exp.relevance).all() and torch.isfinite(exp.heatmap).all(), method
+        assert exp.relevance.abs().sum() > 0, method
+        assert exp.heatmap.min() >= 0 and exp.heatmap.max() <= 1, method
