@@ -29,6 +29,7 @@ from hfrel.cli import main
 from hfrel.pipeline import Settings
 from hfrel.pipeline.records import summarise
 from tests import tiny
+from tests.offline import environment, hfrel_script
 from tests.pictures import smooth_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,16 +73,10 @@ def photos(tmp_path_factory) -> Path:
     return root
 
 
-def _environment() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    return env
-
-
 def _console(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    script = shutil.which("hfrel")
-    assert script, "the `hfrel` console script is not installed: pip install -e ."
-    return subprocess.run([script, *args], cwd=cwd, env=_environment(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [hfrel_script(), *args], cwd=cwd, env=environment(), capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,14 +9,13 @@ import numpy as np
 from PIL import Image
 
 from hfrel.cli import main
+from tests.offline import environment, hfrel_script
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _offline_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
-    return env
+def _demo_command(*args: str, timeout: int) -> subprocess.CompletedProcess:
+    """`hfrel demo ARGS` through the real console script, offline, plotting off-screen."""
+    env = environment(TRANSFORMERS_OFFLINE="1", MPLBACKEND="Agg")
+    return subprocess.run([hfrel_script(), "demo", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _assert_panel(path: Path, columns: int) -> None:
@@ -32,17 +29,8 @@ def _assert_panel(path: Path, columns: int) -> None:
 
 
 def test_demo_console_script_runs_offline_and_writes_panels(tmp_path):
-    script = shutil.which("hfrel")
-    assert script, "the `hfrel` console script is not installed: pip install -e ."
     out = tmp_path / "demo"
-    done = subprocess.run(
-        [script, "demo", "--out", str(out), "--scenes", "2"],
-        env=_offline_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = _demo_command("--out", str(out), "--scenes", "2", timeout=300)
     assert done.returncode == 0, done.stderr
     panels = sorted(out.iterdir())
     assert [p.name for p in panels] == ["scene_0.png", "scene_1.png"]
@@ -74,17 +62,8 @@ def test_demo_rejects_bad_options_before_loading_anything(tmp_path, capsys):
 
 def test_zero_shot_demo_runs_offline_in_under_a_minute(tmp_path):
     """`hfrel demo --zero-shot`: the bundled tiny CLIP, prompts, token relevance and panels, offline."""
-    script = shutil.which("hfrel")
-    assert script, "the `hfrel` console script is not installed: pip install -e ."
     out = tmp_path / "zero_shot"
-    done = subprocess.run(
-        [script, "demo", "--zero-shot", "--out", str(out), "--scenes", "2"],
-        env=_offline_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _demo_command("--zero-shot", "--out", str(out), "--scenes", "2", timeout=60)
     assert done.returncode == 0, done.stderr
     assert [p.name for p in sorted(out.iterdir())] == ["scene_0.png", "scene_1.png"]
     for path in sorted(out.iterdir()):

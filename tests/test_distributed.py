@@ -29,6 +29,7 @@ from hfrel import viz
 from hfrel.cli import main
 from hfrel.pipeline import fingerprint, processes
 from tests import tiny
+from tests.offline import environment
 from tests.pictures import smooth_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,17 +39,11 @@ LAUNCH += ["--mixed_precision", "no", "--dynamo_backend", "no"]
 GOOD = [f"photo{i}" for i in range(6)]
 
 
-def _environment() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    return env
-
-
 def _launch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     accelerate = shutil.which("accelerate")
     assert accelerate, "accelerate's launcher is not installed"
     command = [accelerate, *LAUNCH, "--main_process_port", str(_free_port()), *args]
-    return subprocess.run(command, cwd=cwd, env=_environment(), capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=cwd, env=environment(), capture_output=True, text=True, timeout=600)
 
 
 def _free_port() -> int:
@@ -233,7 +228,7 @@ def test_the_example_runs_alone_then_launched_reusing_what_is_done(tmp_path):
     alone = subprocess.run(
         [sys.executable, str(script), "--out", "out", "--examples", "6"],
         cwd=tmp_path,
-        env=_environment(),
+        env=environment(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -441,7 +436,7 @@ def test_when_one_process_fails_every_process_ends_with_the_same_error(workspace
     launched = subprocess.Popen(
         command,
         cwd=workspace,
-        env=_environment(),
+        env=environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 
 from hfrel.cli import main
 from tests import tiny
+from tests.offline import environment, hfrel_script
 from tests.test_evaluation_data import add_item, gtsegs_content, write_gtsegs, write_labels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,10 +49,7 @@ def dataset(tmp_path):
 
 
 def hfrel_command(*args: str) -> subprocess.CompletedProcess:
-    script = shutil.which("hfrel")
-    assert script is not None, "the hfrel console script is not installed (pip install -e .)"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    return subprocess.run([script, *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([hfrel_script(), *args], capture_output=True, text=True, env=environment(), timeout=300)
 
 
 def test_evaluate_writes_the_report(tmp_path, checkpoint, dataset):
