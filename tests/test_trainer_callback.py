@@ -79,6 +79,10 @@ def test_bad_arguments_are_refused():
     with pytest.raises(hfrel.InputError, match="positive int"):
         ExplainCallback(pixels, every_n_steps=0)
     with pytest.raises(hfrel.InputError, match=r"\(B, C, H, W\)"):
+        ExplainCallback(pixels[0, 0], every_n_steps=1)
+    with pytest.raises(hfrel.InputError, match=r"pixel_values\[None\]"):  # one image without its batch axis
         ExplainCallback(pixels[0], every_n_steps=1)
+    with pytest.raises(hfrel.InputError, match="NaFlex"):  # (B, P, F) patches of a Siglip2 processor
+        ExplainCallback(torch.zeros(1, 16, 192), every_n_steps=1)
     with pytest.raises(hfrel.MethodError, match="unknown method"):
         ExplainCallback(pixels, every_n_steps=1, method="nope")

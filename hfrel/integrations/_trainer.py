@@ -73,6 +73,13 @@ class ExplainCallback(TrainerCallback):
         cmap: str = "jet",
         alpha: float = 0.5,
     ) -> None:
+        if isinstance(pixel_values, torch.Tensor) and pixel_values.dim() == 3:
+            raise InputError(
+                f"pixel_values must be a (B, C, H, W) tensor; got shape {tuple(pixel_values.shape)}. One image "
+                "(C, H, W) needs a batch axis: pixel_values[None]. NaFlex patches (B, P, F) from a Siglip2 processor "
+                "are not drawn by ExplainCallback: explain such models with hfrel explain or "
+                "hfrel.attach(model).explain(**processor(images=..., return_tensors='pt'))."
+            )
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
             raise InputError("pixel_values must be a (B, C, H, W) tensor, as the image processor returns it.")
         if every_n_steps is not None and (
