@@ -21,11 +21,11 @@ import time
 from collections import Counter
 
 import torch
-from specificity import add_scene_arguments, keep_in_docs, own_and_other_heat, top_two_found
+from specificity import add_scene_arguments, keep_in_docs, top_two_found
 
 import hfrel
 from hfrel.datasets import CLASS_NAMES, SceneDataset, load_demo_model, make_scenes
-from hfrel.datasets._scores import pointing_hits
+from hfrel.datasets._scores import own_and_other_heat, pointing_hits
 
 BEGIN = "<!-- class-specificity table: written by `python examples/class_specificity.py --docs docs/results.md` -->"
 END = "<!-- end of the class-specificity table -->"

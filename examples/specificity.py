@@ -1,5 +1,5 @@
 """What examples/class_specificity.py and examples/zero_shot_specificity.py share: their command line,
-how a map is scored on a two-object scene, and how their markdown tables are kept in the docs.
+the top-two score, and how their markdown tables are kept in the docs.
 
 Not a script of its own; both examples import it (run them from any folder: Python puts examples/ on
 the import path of a script it runs).
@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from hfrel.datasets._demo_model import MEASUREMENT_SEED
-from hfrel.datasets._scores import heat_on_objects
 
 
 def add_scene_arguments(parser: argparse.ArgumentParser, docs_help: str, check_help: str) -> None:
@@ -31,14 +30,6 @@ def top_two_found(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(B,) whether the scene's two labels (B, 2) are the model's two highest logits, in either order."""
     predicted = logits.topk(2, dim=-1).indices.sort(dim=-1).values
     return (predicted == labels.sort(dim=-1).values).all(dim=-1)
-
-
-def own_and_other_heat(heatmap: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 2) each explained label's mean heat on its own object and on the other object of the scene."""
-    heat = heat_on_objects(heatmap, masks)  # (B, K, K): map of label k on object j
-    own = heat.diagonal(dim1=1, dim2=2)
-    other = heat.flip(-1).diagonal(dim1=1, dim2=2)  # two objects: the other one
-    return own, other
 
 
 def keep_in_docs(path: Path, lines: list[str], *, begin: str, end: str, check: bool, what: str) -> None:

@@ -22,12 +22,12 @@ import time
 
 import torch
 from PIL import Image
-from specificity import add_scene_arguments, keep_in_docs, own_and_other_heat, top_two_found
+from specificity import add_scene_arguments, keep_in_docs, top_two_found
 
 import hfrel
 from hfrel.datasets import ZERO_SHOT_PROMPTS, load_zero_shot_model, make_scenes
 from hfrel.datasets._demo_model import EVALUATION_SEED
-from hfrel.datasets._scores import pointing_hits
+from hfrel.datasets._scores import own_and_other_heat, pointing_hits
 
 BEGIN = "<!-- zero-shot tables: written by `python examples/zero_shot_specificity.py --docs docs/results.md` -->"
 END = "<!-- end of the zero-shot tables -->"

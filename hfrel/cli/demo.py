@@ -31,7 +31,7 @@ from hfrel.datasets import (
     make_scenes,
 )
 from hfrel.datasets._demo_model import DEMO_SEED
-from hfrel.datasets._scores import heat_on_objects
+from hfrel.datasets._scores import own_and_other_heat
 
 DEFAULT_METHODS = ("transformer_attribution", "rollout", "attention")
 MAX_SCENES = 32
@@ -112,14 +112,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"scene {i}: {objects:<18} top classes: {ranked}")
 
-    print("\nmaps that put more heat on their own class's object than on the other object:")
-    width = max(map(len, methods))
-    for name in methods:
-        heat = heat_on_objects(results[name].heatmap, scenes.masks)  # (B, 2, 2)
-        own, other = heat.diagonal(dim1=1, dim2=2), heat.flip(-1).diagonal(dim1=1, dim2=2)
-        specific = int((own > other).sum())
-        note = "" if METHODS[name].class_specific else "  (class-agnostic: the same map for every class)"
-        print(f"  {name:<{width}}  {specific} of {own.numel()}{note}")
+    _print_specificity(results, methods, scenes.masks, "class")
 
     paths = _write_panels(args.out, scenes, results, methods, probabilities)
     print(f"\nwrote {len(paths)} panels to {args.out.resolve()}:")
@@ -165,14 +158,7 @@ def _run_zero_shot(args: argparse.Namespace, methods: list[str], seed: int) -> i
                 shown = " ".join(f"{t}:{w:.0%}" for t, w in zip(tokens, shares.tolist(), strict=True))
                 print(f"    token relevance ({paper.method}) for '{prompts[label]}': {shown}")
 
-    print("\nmaps that put more heat on their own prompt's object than on the other object:")
-    width = max(map(len, methods))
-    for name in methods:
-        heat = heat_on_objects(results[name].heatmap, scenes.masks)  # (B, 2, 2)
-        own, other = heat.diagonal(dim1=1, dim2=2), heat.flip(-1).diagonal(dim1=1, dim2=2)
-        specific = int((own > other).sum())
-        note = "" if METHODS[name].class_specific else "  (class-agnostic: the same map for every prompt)"
-        print(f"  {name:<{width}}  {specific} of {own.numel()}{note}")
+    _print_specificity(results, methods, scenes.masks, "prompt")
 
     names = [f"'{p}'" for p in prompts]
     paths = _write_panels(args.out, scenes, results, methods, probabilities, names)
@@ -180,6 +166,17 @@ def _run_zero_shot(args: argparse.Namespace, methods: list[str], seed: int) -> i
     for path in paths:
         print(f"  {path}")
     return 0
+
+
+def _print_specificity(results: dict, methods: list[str], masks: torch.Tensor, target: str) -> None:
+    """How many maps put more heat on their own `target`'s (class or prompt) object than on the other one."""
+    print(f"\nmaps that put more heat on their own {target}'s object than on the other object:")
+    width = max(map(len, methods))
+    for name in methods:
+        own, other = own_and_other_heat(results[name].heatmap, masks)
+        specific = int((own > other).sum())
+        note = "" if METHODS[name].class_specific else f"  (class-agnostic: the same map for every {target})"
+        print(f"  {name:<{width}}  {specific} of {own.numel()}{note}")
 
 
 def _write_panels(

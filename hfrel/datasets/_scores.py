@@ -20,6 +20,15 @@ def heat_on_objects(heatmaps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor
     return totals / areas[:, None, :]
 
 
+def own_and_other_heat(heatmaps: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two-object scenes: (B, 2) mean heat of each target's map on its own object, and on the other object.
+
+    A map is class-specific where the first exceeds the second. `heatmaps`, `masks` as in `heat_on_objects`, K = 2.
+    """
+    heat = heat_on_objects(heatmaps, masks)  # (B, 2, 2): map of target k on object j
+    return heat.diagonal(dim1=1, dim2=2), heat.flip(-1).diagonal(dim1=1, dim2=2)
+
+
 def pointing_hits(heatmaps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """(B, K) bool: the maximum of the map of target k lies on object k (the first maximum on ties)."""
     peak = heatmaps.flatten(2).argmax(dim=-1, keepdim=True)  # (B, K, 1)
