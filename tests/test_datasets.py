@@ -21,7 +21,7 @@ from hfrel.datasets import (
     make_scenes,
 )
 from hfrel.datasets._demo_model import EVALUATION_SEED, TRAINING_SEED
-from hfrel.datasets._scores import heat_on_objects, pointing_hits
+from hfrel.datasets._scores import heat_on_objects, own_and_other_heat, pointing_hits
 
 
 def _channel_spread(images: torch.Tensor) -> torch.Tensor:
@@ -217,6 +217,8 @@ def test_heat_on_objects_and_pointing():
     heat[0, 1, 3, 3] = 1.0
     assert torch.allclose(heat_on_objects(heat, masks), torch.tensor([[[0.25, 0.0], [0.5, 0.25]]]))
     assert pointing_hits(heat, masks).tolist() == [[True, True]]
+    own, other = own_and_other_heat(heat, masks)  # class 1's map is hotter on object 0 than on its own
+    assert own.tolist() == [[0.25, 0.25]] and other.tolist() == [[0.0, 0.5]]
 
 
 # the bundled model ----------------------------------------------------------------------------
