@@ -169,11 +169,16 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("hfrel-out/demo_model"))
+    train(parse_training_arguments(__doc__.splitlines()[0], out=Path("hfrel-out/demo_model"), lr=1e-3), build_model)
+
+
+def parse_training_arguments(description: str, *, out: Path, lr: float) -> argparse.Namespace:
+    """The command line of the classifiers trained with `train` (the demo ViT, the Swin example), checked."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=out)
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument(
         "--two-object-share",
         type=float,
@@ -184,15 +189,14 @@ def main() -> None:
         "--threads",
         type=int,
         default=1,
-        help="torch CPU threads (default 1: the bundled weights were trained so, and CPU kernels' sums can "
+        help="torch CPU threads (default 1: the bundled demo model was trained so, and CPU kernels' sums can "
         "differ in the last bits with the thread count)",
     )
     parser.add_argument("--held-out", type=int, default=2000, help="held-out single-object scenes to test on")
     args = parser.parse_args()
     if args.steps < 1 or args.batch < 2 or args.threads < 1 or not 0.0 <= args.two_object_share <= 1.0:
         parser.error("--steps, --batch (>= 2) and --threads must be positive, and --two-object-share in [0, 1]")
-
-    train(args, build_model)
+    return args
 
 
 def train(args: argparse.Namespace, build: Callable[[int], torch.nn.Module]) -> None:

@@ -13,11 +13,10 @@ two, and the wall and CPU time. docs/results.md reports a run and its class-spec
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
-from train_demo_model import train
+from train_demo_model import parse_training_arguments, train
 from transformers import SwinConfig, SwinForImageClassification
 
 from hfrel.datasets import CLASS_NAMES, IMAGE_SIZE
@@ -47,19 +46,7 @@ def build_model(seed: int) -> SwinForImageClassification:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("hfrel-out/swin_model"))
-    parser.add_argument("--steps", type=int, default=800)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--two-object-share", type=float, default=0.5)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--held-out", type=int, default=2000, help="held-out single-object scenes to test on")
-    args = parser.parse_args()
-    if args.steps < 1 or args.batch < 2 or args.threads < 1 or not 0.0 <= args.two_object_share <= 1.0:
-        parser.error("--steps, --batch (>= 2) and --threads must be positive, and --two-object-share in [0, 1]")
-
-    train(args, build_model)
+    train(parse_training_arguments(__doc__.splitlines()[0], out=Path("hfrel-out/swin_model"), lr=2e-3), build_model)
 
 
 if __name__ == "__main__":
