@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
+
+import hfrel
+from tests.state import assert_same, snapshot
 
 CLASS_SPECIFIC = ["transformer_attribution", "generic_attention", "attention_gradcam", "partial_lrp", "lrp"]
 """The methods whose maps must change with the explained class (rollout and attention cannot)."""
+
+
+def assert_explaining_leaves_the_model_as_found(model: nn.Module, **inputs: torch.Tensor) -> None:
+    """Attach, explain `inputs` with every method, detach: the model, in train mode (dropout on, the
+    harder case), is exactly as found."""
+    model.train()
+    before = snapshot(model)
+    with hfrel.attach(model) as explainer:
+        explainer.explain(**inputs, method=hfrel.methods())
+    assert_same(before, snapshot(model))
 
 
 def assert_usable_maps(results: dict, *, grid: tuple[int, int], image: tuple[int, int, int]) -> None:

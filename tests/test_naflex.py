@@ -15,8 +15,7 @@ from torch.nn import functional as F
 import hfrel
 from hfrel._lrp import head_start, propagate
 from tests import tiny
-from tests.checks import CLASS_SPECIFIC
-from tests.state import assert_same, snapshot
+from tests.checks import CLASS_SPECIFIC, assert_explaining_leaves_the_model_as_found
 
 PATCH = 8
 SHAPES = [(2, 6), (4, 4), (3, 5)]  # each image's own grid of patches, rows x cols
@@ -132,12 +131,7 @@ def test_cvpr_relevance_is_conserved_through_every_block():
 
 
 def test_attach_and_detach_leave_the_model_as_found(inputs):
-    model = tiny.build("siglip2")
-    model.train()
-    before = snapshot(model)
-    with hfrel.attach(model) as explainer:
-        explainer.explain(**inputs, method=hfrel.methods())
-    assert_same(before, snapshot(model))
+    assert_explaining_leaves_the_model_as_found(tiny.build("siglip2"), **inputs)
 
 
 def test_batch_equals_each_sample_alone(model, inputs):
