@@ -205,6 +205,10 @@ def table(results: dict, device: torch.device) -> str:
                     f"| {name} | {batch} | {times[name] / int(batch):.4f} | {int(batch) / times[name]:.1f} | "
                     f"{times[name] / times['forward']:.2f} | {times[name] / times['forward+backward']:.2f} | |"
                 )
+            several, one = times.get(f"{MULTI_CLASS} classes, one call"), times.get("transformer_attribution")
+            if several and one:  # the classes are explained with the default method
+                ratio = several / one
+                lines.append(f"\n{MULTI_CLASS} classes in one call cost {ratio:.2f}x one class (batch {batch}).")
     return "\n".join(lines)
 
 
