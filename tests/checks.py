@@ -32,3 +32,13 @@ def assert_usable_maps(results: dict, *, grid: tuple[int, int], image: tuple[int
         assert torch.isfinite(exp.relevance).all() and torch.isfinite(exp.heatmap).all(), method
         assert exp.relevance.abs().sum() > 0, method
         assert exp.heatmap.min() >= 0 and exp.heatmap.max() <= 1, method
+
+
+def assert_batch_equals_each_sample_alone(model: nn.Module, pixels: torch.Tensor, methods: list[str]) -> None:
+    """Image i of a batch, explained for class i, gives the map it gets explained alone (float32 rounding)."""
+    with hfrel.attach(model) as explainer:
+        batch = explainer.explain(pixels, list(range(len(pixels))), method=methods)
+        for i in range(len(pixels)):
+            alone = explainer.explain(pixels[i : i + 1], [i], method=methods)
+            for method in methods:
+                torch.testing.assert_close(alone[method].relevance[0], batch[method].relevance[i], rtol=1e-4, atol=1e-6)

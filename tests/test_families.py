@@ -13,7 +13,12 @@ import hfrel
 from hfrel._lrp import head_start, propagate
 from hfrel.models._families import BUILTIN_FAMILIES
 from tests import tiny
-from tests.checks import CLASS_SPECIFIC, assert_explaining_leaves_the_model_as_found, assert_usable_maps
+from tests.checks import (
+    CLASS_SPECIFIC,
+    assert_batch_equals_each_sample_alone,
+    assert_explaining_leaves_the_model_as_found,
+    assert_usable_maps,
+)
 
 CASES = list(tiny.CASES)
 
@@ -83,13 +88,9 @@ def test_attach_and_detach_leave_the_model_as_found(name, pixels):
 
 @pytest.mark.parametrize("name", CASES)
 def test_batch_equals_each_sample_alone(name, pixels):
-    methods = ["transformer_attribution", "attention_gradcam", "lrp"]
-    with hfrel.attach(tiny.build(name)) as explainer:
-        batch = explainer.explain(pixels, [0, 1, 2], method=methods)
-        for i in range(len(pixels)):
-            alone = explainer.explain(pixels[i : i + 1], [i], method=methods)
-            for method in methods:
-                torch.testing.assert_close(alone[method].relevance[0], batch[method].relevance[i], rtol=1e-4, atol=1e-6)
+    assert_batch_equals_each_sample_alone(
+        tiny.build(name), pixels, ["transformer_attribution", "attention_gradcam", "lrp"]
+    )
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -20,7 +20,12 @@ from hfrel._explainer import Explainer
 from hfrel._lrp import head_start, propagate
 from hfrel._methods import METHODS
 from tests import tiny
-from tests.checks import CLASS_SPECIFIC, assert_explaining_leaves_the_model_as_found, assert_usable_maps
+from tests.checks import (
+    CLASS_SPECIFIC,
+    assert_batch_equals_each_sample_alone,
+    assert_explaining_leaves_the_model_as_found,
+    assert_usable_maps,
+)
 from tests.state import assert_same, snapshot
 
 CASES = list(tiny.HIERARCHICAL)
@@ -80,13 +85,9 @@ def test_batch_equals_each_sample_alone(name, pixels):
 
 @pytest.mark.parametrize("name", CASES)
 def test_batch_equals_each_sample_alone_in_float32_without_lrp(name, pixels):
-    methods = ["generic_attention", "rollout", "attention", "attention_gradcam"]
-    with hfrel.attach(tiny.build(name)) as explainer:
-        batch = explainer.explain(pixels, [0, 1, 2], method=methods)
-        for i in range(len(pixels)):
-            alone = explainer.explain(pixels[i : i + 1], [i], method=methods)
-            for method in methods:
-                torch.testing.assert_close(alone[method].relevance[0], batch[method].relevance[i], rtol=1e-4, atol=1e-6)
+    assert_batch_equals_each_sample_alone(
+        tiny.build(name), pixels, ["generic_attention", "rollout", "attention", "attention_gradcam"]
+    )
 
 
 @pytest.mark.parametrize("name", CASES)
