@@ -689,10 +689,10 @@ class Explainer:
                 found = torch.autograd.grad(
                     scores, inputs, seed, retain_graph=target < count - 1, materialize_grads=True
                 )
-                if count == 1:
+                if count == 1:  # a view, not a copy: no second set of (B, H, N, N) gradients at the peak
                     grads = [widen(g).unsqueeze(0) for g in found]
                     break
-                if not grads:
+                if not grads:  # filled target by target, so one target's gradients are held at a time
                     grads = [torch.empty(count, *g.shape, dtype=widen(g).dtype, device=g.device) for g in found]
                 for stacked, g in zip(grads, found, strict=True):
                     stacked[target].copy_(g)
